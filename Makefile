@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the test suite).
+# Each creates .venv when missing and installs the package into it first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision are pinned here (not in pyproject) so this machine's local wheels are used;
+# the package itself accepts a range.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/gsam-repro: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --no-compile -q $(TORCH_PINS)
+	$(BIN)/pip install --no-compile -q -e '.[dev]' $(TORCH_PINS)
+	touch $@
+
+install: $(BIN)/gsam-repro
+
+demo: install
+	$(BIN)/gsam-repro demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check gsam_repro tests
+
+bench: install
+	$(BIN)/gsam-repro bench optim
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,59 @@
+"""The `gsam-repro` command. Each subcommand lives in its own module, which provides
+`add_arguments(parser)` and `run(args) -> int`; this file only wires them together and turns
+user errors into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gsam_repro import __version__
+from gsam_repro.errors import UsageError
+
+# name -> (module, one-line help). Modules keep heavy imports (torch, pandas) inside `run`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("gsam_repro.train.cli", "run one training config into a run directory"),
+    "sweep": ("gsam_repro.sweep.cli", "plan, run or inspect a sweep spec"),
+    "gather": ("gsam_repro.results.cli", "gather a sweep's run directories into parquet"),
+    "report": ("gsam_repro.report.cli", "render tables and figures from a sweep's parquet files"),
+    "toy": ("gsam_repro.toy_cli", "the 2-D illustration: SGD and SAM end sharp, GSAM flat"),
+    "bench": ("gsam_repro.bench.cli", "benchmarks that print figures and write JSON"),
+    "demo": ("gsam_repro.demo", "the main job: experiments/quick.yaml end to end"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gsam-repro",
+        description="Reproduce GSAM (ICLR 2022) and compare optimizers against SGD, SAM, GSAM "
+        "and the f_p + lambda*h baseline.",
+    )
+    parser.add_argument("--version", action="version", version=f"gsam-repro {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as err:
+        print(f"gsam-repro {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Gather run directories into runs.parquet and history.parquet."""

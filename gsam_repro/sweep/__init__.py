@@ -1,0 +1,1 @@
+"""Sweep specs (YAML grids) expanded into run configs and dispatched through submitit."""

@@ -1,0 +1,1 @@
+"""One training run: a RunConfig in, one run directory out."""
