@@ -1,4 +1,4 @@
-"""Errors a user can fix by changing their input. The CLI turns them into one line and exit code 2."""
+"""Errors a user can fix by changing their input; the CLI shows them in one line, exit code 2."""
 
 from __future__ import annotations
 
