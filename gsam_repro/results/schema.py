@@ -1,0 +1,71 @@
+"""The parquet contract between gather and reports: column names, meanings and dtypes.
+
+runs.parquet has one row a run; history.parquet one row a (run, epoch). Config keys appear
+flattened with dots (`optimizer.name`, `optimizer.rho_max`, ...), one column each, typed from the
+RunConfig dataclasses. Accuracies are percentages (0-100), losses are means over examples.
+An empty sweep has exactly the same columns and dtypes as a large one.
+"""
+
+from __future__ import annotations
+
+RUN_STATUSES = ("done", "diverged", "failed", "running", "pending")
+
+# Columns every runs.parquet has besides the flattened config, with pandas dtypes.
+RUN_COLUMNS: dict[str, str] = {
+    "run_id": "string",
+    "sweep": "string",
+    "run_dir": "string",  # relative to the sweep directory
+    "status": "string",
+    "error": "string",  # first line of the error for failed runs
+    # final metrics (last evaluated epoch)
+    "epochs_completed": "Int64",
+    "best_epoch": "Int64",
+    "test_acc": "Float64",
+    "test_top5": "Float64",
+    "test_loss": "Float64",
+    "val_acc": "Float64",
+    "val_loss": "Float64",
+    "train_acc": "Float64",
+    "train_loss": "Float64",
+    "best_test_acc": "Float64",
+    "best_val_acc": "Float64",
+    "f": "Float64",  # last epoch mean of the loss at w (SAM family)
+    "f_p": "Float64",  # last epoch mean of the loss at w + eps
+    "surrogate_gap": "Float64",  # last epoch mean of h = f_p - f
+    "rho": "Float64",
+    "hessian_max_eig": "Float64",
+    # cost
+    "wall_s": "Float64",
+    "fwd_bwd_passes": "Int64",
+    "steps": "Int64",
+    "images_per_s": "Float64",
+    "peak_mem_mb": "Float64",
+    # environment
+    "torch_version": "string",
+    "device": "string",
+    "git_sha": "string",
+    "hostname": "string",
+}
+
+# Columns of history.parquet (one row a run and epoch).
+HISTORY_COLUMNS: dict[str, str] = {
+    "run_id": "string",
+    "sweep": "string",
+    "epoch": "Int64",
+    "lr": "Float64",
+    "rho": "Float64",
+    "train_loss": "Float64",
+    "train_acc": "Float64",
+    "f": "Float64",
+    "f_p": "Float64",
+    "surrogate_gap": "Float64",
+    "test_loss": "Float64",
+    "test_acc": "Float64",
+    "test_top5": "Float64",
+    "val_loss": "Float64",
+    "val_acc": "Float64",
+    "epoch_s": "Float64",
+    "images_per_s": "Float64",
+    "fwd_bwd_passes": "Int64",
+    "wall_s": "Float64",
+}
