@@ -1,0 +1,41 @@
+"""The perturbation radius schedule: rho follows the learning rate (DESIGN.md, "The math").
+
+rho_t = rho_min + (rho_max - rho_min) * (lr_t - lr_min) / (lr_max - lr_min), clamped at 0, and
+rho_max whenever lr_max == lr_min. Reading lr_t from the optimizer at every step means any torch
+LR scheduler drives rho too, with nothing extra to step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_rho_schedule(
+    rho_max: float, rho_min: float, lr_max: float, lr_min: float, *, rho_name: str = "rho_max"
+) -> None:
+    """Raise ValueError naming the first bad argument of a rho schedule."""
+    if rho_max < 0:
+        raise ValueError(f"{rho_name} must be >= 0, got {rho_max}")
+    if rho_min < 0:
+        raise ValueError(f"rho_min must be >= 0, got {rho_min}")
+    if rho_min > rho_max:
+        raise ValueError(f"rho_min ({rho_min}) must not be larger than {rho_name} ({rho_max})")
+    if lr_min < 0:
+        raise ValueError(f"lr_min must be >= 0, got {lr_min}")
+    if lr_max < lr_min:
+        raise ValueError(f"lr_max ({lr_max}) must not be smaller than lr_min ({lr_min})")
+
+
+def rho_at(
+    lr: float | torch.Tensor, *, rho_max: float, rho_min: float, lr_max: float, lr_min: float
+) -> float | torch.Tensor:
+    """rho_t for the current learning rate `lr` (a float, or a tensor for tensor learning rates).
+
+    Linear in lr between (lr_min, rho_min) and (lr_max, rho_max); constant rho_max when
+    lr_max == lr_min; never below 0 (warmup can push lr under lr_min)."""
+    if lr_max == lr_min:
+        return rho_max
+    rho = rho_min + (rho_max - rho_min) * (lr - lr_min) / (lr_max - lr_min)
+    if isinstance(rho, torch.Tensor):
+        return rho.clamp(min=0.0)
+    return max(0.0, rho)

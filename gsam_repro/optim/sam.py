@@ -1,0 +1,430 @@
+"""SAM and the machinery every sharpness-aware optimizer here shares.
+
+`SharpnessAware` runs the two passes of one step: the closure at w gives g, w moves to w + eps,
+the closure at w + eps gives g_p, w comes back, a subclass turns (g, g_p) into the direction d,
+and the wrapped base optimizer (SGD, AdamW, any torch optimizer) applies d with its own momentum
+and weight decay. Subclasses only write `direction()`.
+
+Speed and memory: all vector work uses multi-tensor `torch._foreach_*` ops and per-tensor
+reductions, with scalars kept as 0-dim tensors, so a step never waits on the device. The only
+parameter-sized buffer kept is g itself, taken over from `p.grad` without a copy; w + eps is undone
+by subtracting eps again, recomputed from g and one scalar (the adaptive modes keep eps as a
+second buffer, because |w| changes when w is perturbed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gsam_repro.optim.rho import check_rho_schedule, rho_at
+
+EPS = 1e-12
+ADAPTIVE_MODES = (False, "paper", "asam")
+STAT_NAMES = ("f", "f_p", "h", "rho", "grad_norm", "grad_p_norm", "cos")
+
+
+def global_norm(tensors: list[Tensor]) -> Tensor:
+    """L2 norm over all tensors together, as a 0-dim float32 tensor (no host sync)."""
+    norms = torch._foreach_norm(tensors)
+    return torch.linalg.vector_norm(torch.stack(norms).float())
+
+
+def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
+    """1-D views of a and b in the same element order, or None when no such views exist.
+
+    Covers contiguous and channels_last (any dense permuted layout) gradients."""
+    if a.stride() != b.stride():
+        return None
+    if a.is_contiguous() and b.is_contiguous():
+        return a.view(-1), b.view(-1)
+    order = sorted(range(a.dim()), key=lambda dim: -a.stride(dim))
+    a_perm, b_perm = a.permute(order), b.permute(order)
+    if a_perm.is_contiguous() and b_perm.is_contiguous():
+        return a_perm.view(-1), b_perm.view(-1)
+    return None
+
+
+def global_dot(first: list[Tensor], second: list[Tensor]) -> Tensor:
+    """<first, second> over all tensors, as a 0-dim float32 tensor (no temporaries, no sync)."""
+    parts = []
+    for a, b in zip(first, second, strict=True):
+        flat = _flat_pair(a, b)
+        parts.append(torch.dot(*flat) if flat is not None else torch.sum(a * b))
+    return torch.stack(parts).float().sum()
+
+
+def batchnorm_buffers(model: torch.nn.Module | None) -> list[Tensor]:
+    """running_mean, running_var and num_batches_tracked of every BatchNorm in `model`."""
+    if model is None:
+        return []
+    buffers = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                buffer = getattr(module, name, None)
+                if isinstance(buffer, Tensor):
+                    buffers.append(buffer)
+    return buffers
+
+
+def _is_ddp(model: torch.nn.Module | None) -> bool:
+    return (
+        isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        and torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+    )
+
+
+def average_across_workers(tensors: list[Tensor], bucket_bytes: int = 25 * 2**20) -> None:
+    """All-reduce `tensors` in place to their mean over the process group, in flat buckets."""
+    world = torch.distributed.get_world_size()
+    if world == 1 or not tensors:
+        return
+    buckets: list[list[Tensor]] = []
+    size = 0
+    for tensor in tensors:
+        same_kind = buckets and buckets[-1][0].dtype == tensor.dtype and (
+            buckets[-1][0].device == tensor.device
+        )
+        if not same_kind or size + tensor.numel() * tensor.element_size() > bucket_bytes:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(tensor)
+        size += tensor.numel() * tensor.element_size()
+    for bucket in buckets:
+        flat = torch.cat([t.reshape(-1) for t in bucket])
+        torch.distributed.all_reduce(flat)
+        flat.div_(world)
+        for tensor, chunk in zip(bucket, flat.split([t.numel() for t in bucket]), strict=True):
+            tensor.copy_(chunk.view(tensor.shape))
+
+
+def _as_stat(value: Any, device: torch.device) -> Tensor:
+    """A detached 0-dim tensor for `opt.stats` (nan when the closure gave nothing)."""
+    if value is None:
+        return torch.full((), float("nan"), device=device)
+    if isinstance(value, Tensor):
+        return value.detach().reshape(()).float()
+    return torch.full((), float(value), device=device)
+
+
+class SharpnessAware(torch.optim.Optimizer):
+    """Base of SAM, GSAM and WeightedSAM: two passes per step, then the base optimizer steps.
+
+    `base_optimizer` is a torch optimizer class (built here on `params` with `**base_kwargs`) or
+    an optimizer instance (then `params` must be None). Either way this object shares the base
+    optimizer's `param_groups`, so an LR scheduler can be attached to it directly, and rho_t is
+    read from `param_groups[0]["lr"]` at every step.
+
+    rho schedule: rho_max/rho_min at lr_max/lr_min (lr_max defaults to the lr at construction,
+    lr_min to lr_max, which gives a constant rho_max). `adaptive`: False, "paper"
+    (eps = rho |w| g / ||g||) or "asam" (eps = rho w^2 g / || |w| g ||). `grad_clip`: clip the
+    global norm of the final direction. `model`: the module being trained; with it the second
+    forward pass leaves BatchNorm statistics untouched, and a DistributedDataParallel model gets
+    both passes under `no_sync` with only the final direction averaged across workers.
+    """
+
+    passes_per_step = 2
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[torch.optim.Optimizer] | torch.optim.Optimizer = torch.optim.SGD,
+        *,
+        rho_max: float = 0.05,
+        rho_min: float | None = None,
+        lr_max: float | None = None,
+        lr_min: float | None = None,
+        adaptive: bool | str | None = False,
+        grad_clip: float | None = None,
+        model: torch.nn.Module | None = None,
+        rho_name: str = "rho_max",
+        **base_kwargs: Any,
+    ):
+        if isinstance(base_optimizer, torch.optim.Optimizer):
+            if params is not None:
+                raise ValueError(
+                    "params: pass None when base_optimizer is an optimizer instance "
+                    "(its param_groups are used)"
+                )
+            if base_kwargs:
+                raise ValueError(
+                    f"{next(iter(base_kwargs))}: base optimizer arguments only apply when "
+                    "base_optimizer is a class"
+                )
+            base = base_optimizer
+        elif isinstance(base_optimizer, type) and issubclass(base_optimizer, torch.optim.Optimizer):
+            base = base_optimizer(params, **base_kwargs)
+        else:
+            raise ValueError(
+                f"base_optimizer: expected a torch optimizer class or instance, "
+                f"got {base_optimizer!r}"
+            )
+        if adaptive is None:
+            adaptive = False
+        if adaptive is True or adaptive not in ADAPTIVE_MODES:
+            raise ValueError(
+                f"adaptive must be False, 'paper' or 'asam', got {adaptive!r}"
+            )
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 (or None for no clipping), got {grad_clip}")
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+
+        super().__init__(base.param_groups, base.defaults)
+        self.base_optimizer = base
+        self.param_groups = base.param_groups
+
+        initial_lr = self.param_groups[0]["lr"]
+        self.lr_max = float(initial_lr if lr_max is None else lr_max)
+        self.lr_min = self.lr_max if lr_min is None else float(lr_min)
+        self.rho_max = float(rho_max)
+        self.rho_min = self.rho_max if rho_min is None else float(rho_min)
+        check_rho_schedule(
+            self.rho_max, self.rho_min, self.lr_max, self.lr_min, rho_name=rho_name
+        )
+        self.adaptive = adaptive
+        self.grad_clip = grad_clip
+        self.model = model
+        self.stats: dict[str, Tensor] = {}
+        # Set by first_step, used by second_step.
+        self._pending: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------------------- the schedule
+    def rho_now(self) -> float | Tensor:
+        """rho_t for the learning rate the base optimizer will use at this step."""
+        return rho_at(
+            self.param_groups[0]["lr"],
+            rho_max=self.rho_max,
+            rho_min=self.rho_min,
+            lr_max=self.lr_max,
+            lr_min=self.lr_min,
+        )
+
+    # ------------------------------------------------------------------------- the direction
+    def direction(
+        self, grads_p: list[Tensor], grads: list[Tensor], dot: Tensor, grad_p_norm: Tensor
+    ) -> None:
+        """Overwrite `grads_p` (g_p, in p.grad) with the update direction d, in place.
+
+        `grads` holds g, `dot` is <g, g_p> and `grad_p_norm` is ||g_p||. SAM keeps d = g_p."""
+
+    # ------------------------------------------------------------------------------- the step
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], Any] | None = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
+    ) -> Any:
+        """One sharpness-aware step; returns the closure's loss at w.
+
+        `closure` clears nothing itself: it runs forward and backward and returns the loss. It is
+        called at w and at w + eps with gradients cleared before each call. With a GradScaler,
+        the closure backpropagates `grad_scaler.scale(loss)` and returns the unscaled loss; call
+        `grad_scaler.update()` after this step, as usual."""
+        if closure is None:
+            raise ValueError(
+                "closure: a sharpness-aware step needs a closure that runs forward and backward "
+                "and returns the loss (or use first_step()/second_step())"
+            )
+        with self._maybe_no_sync():
+            self.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                loss = closure()
+            self.first_step(loss, grad_scaler=grad_scaler)
+            assert self._pending is not None
+            loss_p = None
+            if not self._pending["skip"]:
+                with torch.enable_grad():
+                    loss_p = closure()
+        self.second_step(loss_p, grad_scaler=grad_scaler)
+        return loss
+
+    @torch.no_grad()
+    def first_step(
+        self, loss: Any = None, grad_scaler: torch.amp.GradScaler | None = None
+    ) -> None:
+        """From w with g in p.grad: keep g, move to w + eps, clear the gradients.
+
+        For custom loops: backward at w, first_step(loss), forward+backward at w + eps,
+        second_step(loss_p). Under DistributedDataParallel, run both backward passes inside
+        `model.no_sync()` yourself (step() does this for you)."""
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            raise RuntimeError("first_step: no parameter has a gradient; did backward() run?")
+        grads = [p.grad for p in params]
+        rho = self.rho_now()
+        grad_norm = global_norm(grads)
+        pending: dict[str, Any] = {
+            "params": params,
+            "loss": loss,
+            "rho": rho,
+            "grad_norm": grad_norm,
+            "skip": False,
+            "scale": None,
+        }
+        self._pending = pending
+        for p, grad in zip(params, grads, strict=True):
+            self.state[p]["g"] = grad  # taken over, not copied
+            p.grad = None
+        if grad_scaler is not None and grad_scaler.is_enabled():
+            # Gradients are scaled by S; eps and d do not change under a common scale, but an
+            # inf/nan g would poison w + eps, so check it here, as GradScaler.step itself would.
+            if not torch.isfinite(grad_norm).item():
+                pending["skip"] = True
+                return
+        self._save_batchnorm()
+
+        g_bufs = [self.state[p]["g"] for p in params]
+        if self.adaptive is False:
+            scale = rho / (grad_norm + EPS)
+            torch._foreach_addcmul_(params, g_bufs, [scale] * len(params))
+            pending["scale"] = scale
+        else:
+            eps_bufs = [self._buffer(p, "e") for p in params]
+            torch._foreach_copy_(eps_bufs, params)
+            if self.adaptive == "paper":
+                torch._foreach_abs_(eps_bufs)
+                torch._foreach_mul_(eps_bufs, g_bufs)
+                torch._foreach_mul_(eps_bufs, rho / (grad_norm + EPS))
+            else:  # asam: || |w| g || == || w g ||, then one more factor of w gives w^2 g
+                torch._foreach_mul_(eps_bufs, g_bufs)
+                scale = rho / (global_norm(eps_bufs) + EPS)
+                torch._foreach_mul_(eps_bufs, params)
+                torch._foreach_mul_(eps_bufs, scale)
+            torch._foreach_add_(params, eps_bufs)
+
+    @torch.no_grad()
+    def second_step(
+        self, loss_p: Any = None, grad_scaler: torch.amp.GradScaler | None = None
+    ) -> None:
+        """From w + eps with g_p in p.grad: back to w, build d, average it across workers,
+        clip it, and let the base optimizer step (through `grad_scaler.step` when given)."""
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError("second_step() called without first_step()")
+        self._pending = None
+        params = pending["params"]
+        g_bufs = [self.state[p]["g"] for p in params]
+        device = g_bufs[0].device
+
+        if pending["skip"]:
+            # Non-finite g under a GradScaler: hand g back so the scaler sees it and skips.
+            for p, g in zip(params, g_bufs, strict=True):
+                p.grad = g
+            grad_scaler.step(self.base_optimizer)
+            nan = torch.full((), float("nan"), device=device)
+            self.stats = {
+                "f": _as_stat(pending["loss"], device),
+                "f_p": nan,
+                "h": nan,
+                "rho": _as_stat(pending["rho"], device),
+                "grad_norm": pending["grad_norm"],
+                "grad_p_norm": nan,
+                "cos": nan,
+            }
+            return
+
+        if self.adaptive is False:
+            scale = pending["scale"]
+            torch._foreach_addcmul_(params, g_bufs, [scale] * len(params), value=-1)
+        else:
+            torch._foreach_sub_(params, [self.state[p]["e"] for p in params])
+        self._restore_batchnorm()
+
+        for p in params:
+            if p.grad is None:  # no gradient at w + eps: g_p is zero there
+                p.grad = torch.zeros_like(p)
+        grads_p = [p.grad for p in params]
+        dot = global_dot(g_bufs, grads_p)
+        grad_p_norm = global_norm(grads_p)
+        self.direction(grads_p, g_bufs, dot, grad_p_norm)
+
+        if _is_ddp(self.model):
+            average_across_workers(grads_p)
+        if grad_scaler is not None and grad_scaler.is_enabled():
+            grad_scaler.unscale_(self.base_optimizer)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
+        if grad_scaler is not None and grad_scaler.is_enabled():
+            grad_scaler.step(self.base_optimizer)
+        else:
+            self.base_optimizer.step()
+
+        # cos is the same with or without a common gradient scale; the norms are reported unscaled.
+        grad_norm = pending["grad_norm"]
+        cos = dot / (grad_norm * grad_p_norm + EPS)
+        if grad_scaler is not None and grad_scaler.is_enabled():
+            inv_scale = 1.0 / grad_scaler.get_scale()
+            grad_norm, grad_p_norm = grad_norm * inv_scale, grad_p_norm * inv_scale
+        f = _as_stat(pending["loss"], device)
+        f_p = _as_stat(loss_p, device)
+        self.stats = {
+            "f": f,
+            "f_p": f_p,
+            "h": f_p - f,
+            "rho": _as_stat(pending["rho"], device),
+            "grad_norm": grad_norm,
+            "grad_p_norm": grad_p_norm,
+            "cos": cos,
+        }
+
+    # ------------------------------------------------------------------------- state dict
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state dict (param_groups are shared; g is scratch, not saved)."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load into the base optimizer and share its (new) param_groups again."""
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+
+    # ----------------------------------------------------------------------------- helpers
+    def _buffer(self, p: Tensor, name: str) -> Tensor:
+        state = self.state[p]
+        if name not in state:
+            state[name] = torch.empty_like(p, memory_format=torch.preserve_format)
+        return state[name]
+
+    def _maybe_no_sync(self) -> contextlib.AbstractContextManager:
+        if _is_ddp(self.model):
+            return self.model.no_sync()  # type: ignore[union-attr]
+        return contextlib.nullcontext()
+
+    def _save_batchnorm(self) -> None:
+        buffers = batchnorm_buffers(self.model)
+        self._batchnorm_saved = (buffers, [b.clone() for b in buffers])
+
+    def _restore_batchnorm(self) -> None:
+        buffers, saved = getattr(self, "_batchnorm_saved", ([], []))
+        for buffer, value in zip(buffers, saved, strict=True):
+            buffer.copy_(value)
+        self._batchnorm_saved = ([], [])
+
+    def extra_buffers(self) -> Iterator[Tensor]:
+        """Every parameter-sized tensor this wrapper keeps (not the base optimizer's)."""
+        for state in self.state.values():
+            for value in state.values():
+                if isinstance(value, Tensor) and value.dim() > 0:
+                    yield value
+
+
+class SAM(SharpnessAware):
+    """Sharpness-aware minimization (Foret et al., 2021): d = g_p = grad f(w + eps).
+
+    `rho` is the perturbation radius; give `rho_min` (with lr_max/lr_min) for a radius that
+    follows the learning rate as GSAM's does."""
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[torch.optim.Optimizer] | torch.optim.Optimizer = torch.optim.SGD,
+        *,
+        rho: float = 0.05,
+        **kwargs: Any,
+    ):
+        super().__init__(params, base_optimizer, rho_max=rho, rho_name="rho", **kwargs)
