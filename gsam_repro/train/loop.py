@@ -1,0 +1,453 @@
+"""One training run: a RunConfig in, one run directory out (see docs/training.md).
+
+`run(config, out_dir)` builds data, model, optimizer and schedule, trains epoch by epoch with a
+checkpoint after each, and ends with `summary.json`. Everything a user can fix (missing data,
+unknown model, a batch larger than the data, a directory holding another run) raises UsageError
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gsam_repro.errors import UsageError
+from gsam_repro.train import rundir
+from gsam_repro.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from gsam_repro.train.config import RunConfig, run_id
+from gsam_repro.train.measure import evaluate, hessian_max_eig
+from gsam_repro.train.schedule import make_scheduler
+
+# The SAM family reports these epoch means; plain optimizers report only f (= the train loss).
+STAT_KEYS = ("f", "f_p", "h", "rho")
+
+
+def resolve_device(name: str) -> torch.device:
+    """train.device: auto picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"train.device: {name} asked for, but torch sees no CUDA device "
+                         "(use train.device=auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("train.device: mps asked for, but it is not available here")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def torch_settings(cfg: RunConfig, device: torch.device):
+    """Process-wide torch settings for the run (threads, determinism), restored afterwards."""
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3:]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Parts:
+    """Everything a run trains with, built before anything is written."""
+
+    data: object
+    model: nn.Module
+    forward: Callable  # the model, or its torch.compile'd version
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    criterion: nn.Module
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    device: torch.device
+
+
+@dataclass
+class Counters:
+    """Cumulative over the whole run, across interruptions (stored in the checkpoint)."""
+
+    steps: int = 0
+    fwd_bwd_passes: int = 0
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    train_images: int = 0
+    history: list = field(default_factory=list)
+
+
+def optimizer_kwargs(cfg: RunConfig) -> dict:
+    """The optimizer section as create_optimizer keywords: unset (None) fields left out."""
+    section = cfg.optimizer
+    kwargs = {
+        key: value
+        for key, value in vars(section).items()
+        if key not in ("name", "kwargs") and value is not None
+    }
+    kwargs.update(section.kwargs)
+    return kwargs
+
+
+def build(cfg: RunConfig, device: torch.device) -> Parts:
+    """Data, model, optimizer, schedule and precision for `cfg` (raises UsageError early)."""
+    from gsam_repro.data import build_data
+    from gsam_repro.models import create_model
+    from gsam_repro.optim import create_optimizer
+
+    channels_last = cfg.train.channels_last
+    data = build_data(cfg.data, seed=cfg.seed, device=device, num_classes=cfg.model.num_classes,
+                      channels_last=channels_last)
+    num_classes = cfg.model.num_classes or data.num_classes
+    if num_classes < data.num_classes:
+        raise UsageError(f"model.num_classes: {num_classes} is fewer than the "
+                         f"{data.num_classes} classes of the data")
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model.name, num_classes=num_classes, in_chans=data.channels,
+                         **cfg.model.kwargs).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.train.compile else model
+    try:
+        optimizer = create_optimizer(cfg.optimizer.name, model.parameters(),
+                                     **optimizer_kwargs(cfg), lr_max=cfg.optimizer.lr,
+                                     lr_min=cfg.lr_min, model=model)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"optimizer: {err}") from None
+    total_steps = cfg.schedule.epochs * len(data.train)
+    scheduler = make_scheduler(optimizer, total_steps, cfg.schedule.warmup_steps,
+                               cfg.schedule.decay, cfg.optimizer.lr, cfg.lr_min)
+    precision = cfg.train.precision
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    return Parts(data, model, forward, optimizer, scheduler, scaler, criterion, autocast, device)
+
+
+def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
+               counters: Counters) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; returns the loss at w and the logits of the first forward pass.
+
+    The closure is what the SAM family calls twice (at w, then at w + eps); counting its calls
+    counts forward+backward passes for any optimizer, a user's own included."""
+    first_logits: list[torch.Tensor] = []
+    scaler = parts.scaler
+
+    def closure() -> torch.Tensor:
+        counters.fwd_bwd_passes += 1
+        with parts.autocast():
+            logits = parts.forward(x)
+            loss = parts.criterion(logits, y)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if not first_logits:
+            first_logits.append(logits.detach())
+        return loss.detach()
+
+    optimizer = parts.optimizer
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss = optimizer.step(closure)
+    elif getattr(optimizer, "passes_per_step", 1) == 1:
+        loss = closure()  # GradScaler.step takes no closure: unscale, skip on inf, step
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss = optimizer.step(closure, scaler=scaler)
+        scaler.update()
+    return loss, first_logits[0]
+
+
+def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) -> dict:
+    """One pass over the training set; returns its metrics (or {"diverged": True, ...})."""
+    loader = parts.data.train
+    loader.set_epoch(epoch)
+    parts.model.train()
+    device = parts.device
+    zero = torch.zeros((), device=device)
+    loss_sum, correct = zero.clone(), zero.clone()
+    stat_sums: dict[str, torch.Tensor] = {}
+    lr_sum, seen, steps = 0.0, 0, len(loader)
+    data_s = 0.0
+    every = cfg.train.log_every
+    progress = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.schedule.epochs}", leave=False,
+                        unit="step", dynamic_ncols=True)
+    start = time.perf_counter()
+    batches = iter(loader)
+    for step in range(1, steps + 1):
+        fetch = time.perf_counter()
+        x, y = next(batches)
+        data_s += time.perf_counter() - fetch
+        lr_sum += parts.optimizer.param_groups[0]["lr"]
+        loss, logits = train_step(parts, x, y, counters)
+        loss_sum += loss.float()
+        correct += (logits.argmax(dim=1) == y).sum()
+        seen += len(y)
+        stats = getattr(parts.optimizer, "stats", None) or {}
+        for key in STAT_KEYS:
+            if key in stats:
+                value = stats[key].detach().float()
+                stat_sums[key] = stat_sums[key] + value if key in stat_sums else value
+        parts.scheduler.step()
+        counters.steps += 1
+        if progress is not None:
+            progress.update(1)
+        if step % every == 0 or step == steps:
+            mean_loss = loss_sum.item() / step
+            if not math.isfinite(mean_loss):
+                if progress is not None:
+                    progress.close()
+                return {"diverged": True, "step": step}
+            lr = parts.optimizer.param_groups[0]["lr"]
+            if progress is not None:
+                progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.4g}")
+            elif step != steps:
+                rate = seen / (time.perf_counter() - start)
+                log(f"epoch {epoch}/{cfg.schedule.epochs} step {step}/{steps} "
+                    f"loss {mean_loss:.4f} lr {lr:.4g} {rate:.0f} img/s")
+    if progress is not None:
+        progress.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_s = time.perf_counter() - start
+    keys = list(stat_sums)
+    totals = torch.stack([loss_sum, correct, *(stat_sums[k] for k in keys)]).tolist()
+    means = {key: total / steps for key, total in zip(keys, totals[2:], strict=True)}
+    train_loss = totals[0] / steps
+    if not math.isfinite(train_loss):
+        return {"diverged": True, "step": steps}
+    counters.train_s += train_s
+    counters.train_images += seen
+    return {
+        "lr": lr_sum / steps,
+        "rho": means.get("rho"),
+        "train_loss": train_loss,
+        "train_acc": 100.0 * totals[1] / seen,
+        "f": means.get("f", train_loss),
+        "f_p": means.get("f_p"),
+        "surrogate_gap": means.get("h"),
+        "train_s": train_s,
+        "data_s": data_s,
+        "images_per_s": seen / train_s,
+    }
+
+
+def evaluate_epoch(parts: Parts) -> dict:
+    """Test (and held-out validation) metrics at the current weights."""
+    test = evaluate(parts.forward, parts.data.test, parts.autocast)
+    row = {"test_loss": test["loss"], "test_acc": test["acc"], "test_top5": test["top5"],
+           "val_loss": None, "val_acc": None}
+    if parts.data.val is not None:
+        val = evaluate(parts.forward, parts.data.val, parts.autocast)
+        row.update(val_loss=val["loss"], val_acc=val["acc"])
+    return row
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory on CUDA; peak resident memory of the process elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure_hessian(parts: Parts, cfg: RunConfig) -> float | None:
+    """eval.hessian_batches > 0: the dominant Hessian eigenvalue of the training loss over the
+    first N un-augmented training batches (fixed for the run)."""
+    if cfg.eval.hessian_batches <= 0:
+        return None
+    batches = []
+    for x, y in parts.data.hessian:
+        batches.append((x, y))
+        if len(batches) == cfg.eval.hessian_batches:
+            break
+    return hessian_max_eig(parts.model, parts.criterion, batches, iters=cfg.eval.hessian_iters,
+                           seed=cfg.seed)
+
+
+def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: Parts,
+              hessian: float | None, env: dict) -> dict:
+    """summary.json: final metrics (last evaluated epoch), best epoch, cost and environment."""
+    history = counters.history
+    last = history[-1] if history else {}
+    evaluated = [row for row in history if row.get("test_acc") is not None]
+    last_eval = evaluated[-1] if evaluated else {}
+    use_val = any(row.get("val_acc") is not None for row in evaluated)
+    key = "val_acc" if use_val else "test_acc"
+    best = max(evaluated, key=lambda row: row[key], default=None)
+    best_val = [row["val_acc"] for row in evaluated if row.get("val_acc") is not None]
+    return {
+        "run_id": rid,
+        "status": status,
+        "epochs_completed": len(history),
+        "best_epoch": best["epoch"] if best else None,
+        "test_acc": last_eval.get("test_acc"),
+        "test_top5": last_eval.get("test_top5"),
+        "test_loss": last_eval.get("test_loss"),
+        "val_acc": last_eval.get("val_acc"),
+        "val_loss": last_eval.get("val_loss"),
+        "train_acc": last.get("train_acc"),
+        "train_loss": last.get("train_loss"),
+        "best_test_acc": max((row["test_acc"] for row in evaluated), default=None),
+        "best_val_acc": max(best_val, default=None),
+        "f": last.get("f"),
+        "f_p": last.get("f_p"),
+        "surrogate_gap": last.get("surrogate_gap"),
+        "rho": last.get("rho"),
+        "hessian_max_eig": hessian,
+        "wall_s": counters.wall_s,
+        "fwd_bwd_passes": counters.fwd_bwd_passes,
+        "steps": counters.steps,
+        "images_per_s": counters.train_images / counters.train_s if counters.train_s else None,
+        "peak_mem_mb": peak_memory_mb(parts.device),
+        "torch_version": torch.__version__,
+        "device": env["device_name"],
+        "git_sha": env["git_sha"],
+        "hostname": env["hostname"],
+    }
+
+
+def checkpoint_state(parts: Parts, rid: str, epoch: int, counters: Counters) -> dict:
+    return {
+        "run_id": rid,
+        "epoch": epoch,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+        "rng": rng_states(),
+        "counters": vars(counters).copy(),
+    }
+
+
+def resume(parts: Parts, out_dir: Path, rid: str) -> tuple[int, Counters]:
+    """Load checkpoint.pt if there is one: the epoch it ended and the counters so far."""
+    path = out_dir / rundir.CHECKPOINT
+    if not path.is_file():
+        return 0, Counters()
+    state = load_checkpoint(path)
+    if state["run_id"] != rid:
+        raise UsageError(f"{path} belongs to run {state['run_id']}, not {rid}")
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if parts.scaler is not None and state["scaler"] is not None:
+        parts.scaler.load_state_dict(state["scaler"])
+    set_rng_states(state["rng"])
+    return state["epoch"], Counters(**state["counters"])
+
+
+def run(config: RunConfig, out_dir: str | os.PathLike) -> dict:
+    """Train `config` into `out_dir` and return the summary (see the module docstring).
+
+    A finished directory returns its summary untouched; one with a checkpoint resumes; one
+    holding a different run raises UsageError. On an error, failed.json records it and the
+    error is raised again."""
+    out_dir = Path(out_dir)
+    rid = run_id(config)
+    rundir.check_owner(out_dir, rid)
+    finished = rundir.read_summary(out_dir)
+    if finished is not None:
+        return finished
+    device = resolve_device(config.train.device)
+    with torch_settings(config, device):
+        try:
+            return _run(config, out_dir, rid, device)
+        except Exception as err:
+            if out_dir.is_dir():
+                rundir.write_failed(out_dir, err)
+            raise
+
+
+def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device) -> dict:
+    parts = build(cfg, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / rundir.FAILED).unlink(missing_ok=True)
+    config_dict = cfg.to_dict()
+    config_dict["schedule"]["lr_min"] = cfg.lr_min
+    rundir.atomic_write_text(out_dir / rundir.CONFIG, rundir.config_text(config_dict, rid))
+    env = rundir.environment(device)
+    rundir.atomic_write_json(out_dir / rundir.ENV, env)
+
+    done_epochs, counters = resume(parts, out_dir, rid)
+    rundir.write_metrics(out_dir, counters.history)
+    epochs = cfg.schedule.epochs
+    if done_epochs:
+        log(f"run {rid}: resuming after epoch {done_epochs}/{epochs} in {out_dir}")
+    else:
+        log(f"run {rid}: {cfg.model.name} on {cfg.data.name} ({parts.data.train_examples} "
+            f"images, {len(parts.data.train)} steps an epoch) with {cfg.optimizer.name} on "
+            f"{device}, into {out_dir}")
+    status = "done"
+    mark = time.perf_counter()
+    for epoch in range(done_epochs + 1, epochs + 1):
+        row = train_epoch(parts, cfg, epoch, counters)
+        if row.get("diverged"):
+            log(f"run {rid}: diverged at epoch {epoch} step {row['step']}: the training loss "
+                "is not finite")
+            status = "diverged"
+            counters.wall_s += time.perf_counter() - mark
+            break
+        eval_start = time.perf_counter()
+        if epoch % cfg.eval.every == 0 or epoch == epochs:
+            row.update(evaluate_epoch(parts))
+        else:
+            row.update(test_loss=None, test_acc=None, test_top5=None, val_loss=None,
+                       val_acc=None)
+        row["eval_s"] = time.perf_counter() - eval_start
+        now = time.perf_counter()
+        counters.wall_s += now - mark
+        mark = now
+        row = {
+            "epoch": epoch,
+            **row,
+            "epoch_s": row["train_s"] + row["eval_s"],
+            "fwd_bwd_passes": counters.fwd_bwd_passes,
+            "wall_s": counters.wall_s,
+        }
+        counters.history.append(row)
+        save_checkpoint(out_dir / rundir.CHECKPOINT, checkpoint_state(parts, rid, epoch, counters))
+        rundir.write_metrics(out_dir, counters.history)
+        test = "" if row["test_acc"] is None else (
+            f" test_loss {row['test_loss']:.4f} test_acc {row['test_acc']:.2f}")
+        log(f"epoch {epoch}/{epochs} train_loss {row['train_loss']:.4f} train_acc "
+            f"{row['train_acc']:.2f}{test} ({row['epoch_s']:.1f} s, "
+            f"{row['images_per_s']:.0f} img/s)")
+
+    hessian = None
+    if status == "done":
+        start = time.perf_counter()
+        hessian = measure_hessian(parts, cfg)
+        counters.wall_s += time.perf_counter() - start
+    summary = summarize(cfg, rid, status, counters, parts, hessian, env)
+    rundir.atomic_write_json(out_dir / rundir.SUMMARY, summary)
+    return summary

@@ -1,0 +1,170 @@
+"""The run directory: which files a run writes, how they are written, and whose run it is.
+
+Every file is written to a temporary name in the same folder and renamed into place, so a
+killed run never leaves a half-written file; `summary.json` is written last and its presence
+means the run is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gsam_repro.errors import UsageError
+
+CONFIG = "config.yaml"
+ENV = "env.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+FAILED = "failed.json"
+RUN_ID_HEADER = "# run_id: "
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and os.replace."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN or infinity: non-finite floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(record: dict) -> str:
+    return json.dumps({k: finite_or_none(v) for k, v in record.items()}, allow_nan=False)
+
+
+def atomic_write_json(path: Path, record: dict) -> None:
+    atomic_write_text(path, json.dumps({k: finite_or_none(v) for k, v in record.items()},
+                                       indent=2, allow_nan=False) + "\n")
+
+
+def write_metrics(out_dir: Path, rows: list[dict]) -> None:
+    """Rewrite metrics.jsonl with one line an epoch (so it always matches the checkpoint)."""
+    atomic_write_text(out_dir / METRICS, "".join(to_json(row) + "\n" for row in rows))
+
+
+def read_summary(out_dir: Path) -> dict | None:
+    path = Path(out_dir) / SUMMARY
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def recorded_run_id(out_dir: Path) -> str | None:
+    """The run id a directory already holds (from config.yaml's header or summary.json)."""
+    out_dir = Path(out_dir)
+    config = out_dir / CONFIG
+    if config.is_file():
+        with open(config) as handle:
+            for line in handle:
+                if line.startswith(RUN_ID_HEADER):
+                    return line[len(RUN_ID_HEADER):].strip()
+                if not line.startswith("#"):
+                    break
+    summary = read_summary(out_dir)
+    if summary and summary.get("run_id"):
+        return str(summary["run_id"])
+    return None
+
+
+def check_owner(out_dir: Path, run_id: str) -> None:
+    """Refuse a directory that holds a run of a different config: runs are never mixed."""
+    other = recorded_run_id(out_dir)
+    if other is not None and other != run_id:
+        raise UsageError(
+            f"{out_dir} holds run {other}, not this config's run {run_id}; choose another "
+            "--out directory (runs are never mixed)"
+        )
+
+
+def config_text(config_dict: dict, run_id: str) -> str:
+    """config.yaml: the resolved config, loadable by `gsam-repro train`, with its run id."""
+    header = (
+        f"{RUN_ID_HEADER}{run_id}\n"
+        "# The resolved config of this run. `gsam-repro train config.yaml --out <this folder>`\n"
+        "# resumes or re-runs it.\n"
+    )
+    return header + yaml.safe_dump(config_dict, sort_keys=False, default_flow_style=False)
+
+
+def git_sha() -> str | None:
+    """The commit of the checkout this package runs from, or None outside a git checkout."""
+    package_dir = Path(__file__).resolve().parents[1]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_dir,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = result.stdout.strip()
+    return sha if result.returncode == 0 and sha else None
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def environment(device) -> dict:
+    """What env.json records: versions, device and host, so results can be traced."""
+    import numpy
+    import torch
+
+    try:
+        import timm
+
+        timm_version = timm.__version__
+    except ImportError:
+        timm_version = None
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "timm": timm_version,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "git_sha": git_sha(),
+    }
+
+
+def write_failed(out_dir: Path, error: BaseException) -> None:
+    """failed.json: the error and its traceback, so sweeps can mark the run failed."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    atomic_write_json(Path(out_dir) / FAILED,
+                      {"error": f"{type(error).__name__}: {error}", "traceback": text})
