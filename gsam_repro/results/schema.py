@@ -4,6 +4,10 @@ runs.parquet has one row a run; history.parquet one row a (run, epoch). Config k
 flattened with dots (`optimizer.name`, `optimizer.rho_max`, ...), one column each, typed from the
 RunConfig dataclasses. Accuracies are percentages (0-100), losses are means over examples.
 An empty sweep has exactly the same columns and dtypes as a large one.
+
+`status` is one of RUN_STATUSES (see gsam_repro.sweep.store for how it is read). Config columns
+whose field takes lists or mappings (`optimizer.betas`, `*.kwargs`) hold JSON text;
+`optimizer.adaptive` holds "false", "paper" or "asam".
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ HISTORY_COLUMNS: dict[str, str] = {
     "val_loss": "Float64",
     "val_acc": "Float64",
     "epoch_s": "Float64",
+    "train_s": "Float64",  # time in the training pass (data_s of it waiting for batches)
+    "data_s": "Float64",
+    "eval_s": "Float64",
     "images_per_s": "Float64",
     "fwd_bwd_passes": "Int64",
     "wall_s": "Float64",

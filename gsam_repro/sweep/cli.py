@@ -1,15 +1,190 @@
-"""Command-line entry point (being built)."""
+"""`gsam-repro sweep plan|run|status SPEC`: see what a spec expands to, run what is missing, and
+watch a sweep's state from the files on disk. docs/sweeps.md has the spec reference."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from pathlib import Path
 
 from gsam_repro.errors import UsageError
 
+ACTIONS = {
+    "plan": "list the runs a spec expands to and the state of each (writes nothing)",
+    "run": "run every run not yet finished (resuming interrupted ones), then wait for them",
+    "status": "the state of every run of a spec, from the files on disk",
+}
+LISTED = 100  # runs listed by plan/status without --all
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*")
+    sub = parser.add_subparsers(dest="sweep_action", metavar="ACTION", required=True)
+    for action, help_text in ACTIONS.items():
+        p = sub.add_parser(action, help=help_text, description=help_text)
+        p.add_argument("spec", type=Path, help="sweep spec (YAML)")
+        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any spec key (grid.optimizer.lr=[0.1,0.2], seeds=1, "
+                       "executor.timeout_min=30) or fix a config key over every run "
+                       "(schedule.epochs=2); repeatable")
+        p.add_argument("--profile", help="apply a named profile of the spec (e.g. smoke)")
+        p.add_argument("--out", type=Path,
+                       help="sweep directory (default: the spec's out_dir, else results/<name>)")
+        p.add_argument("--yes", action="store_true",
+                       help="go ahead with more runs than the spec's max_runs")
+        if action in ("plan", "status"):
+            p.add_argument("--all", action="store_true",
+                           help=f"list every run (default: the first {LISTED})")
+        if action == "run":
+            p.add_argument("--executor", choices=("local", "debug", "slurm"),
+                           help="where runs go (default: the spec's executor, else local)")
+            p.add_argument("--max-parallel", type=int, metavar="N",
+                           help="local runs at once (default: cores / threads per run)")
+            p.add_argument("--retry-failed", action="store_true",
+                           help="run failed runs again (they resume from their checkpoint)")
+            p.add_argument("--no-wait", action="store_true",
+                           help="slurm: submit and return; `sweep status` follows the jobs")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("this command is not built yet")
+    from gsam_repro.sweep.spec import expand, load_spec
+
+    spec = load_spec(args.spec, args.override, args.profile, args.out)
+    if getattr(args, "executor", None):
+        spec.executor.cluster = args.executor
+    sweep = expand(spec, yes=args.yes)
+    if args.sweep_action == "run":
+        return _run(sweep, args)
+    return _show(sweep, args)
+
+
+def _show(sweep, args: argparse.Namespace) -> int:
+    from gsam_repro.sweep import store
+
+    spec = sweep.spec
+    states = store.run_states(spec.out_dir, [r.run_id for r in sweep.runs])
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state.state] = counts.get(state.state, 0) + 1
+    print(format_header(sweep, counts))
+    print()
+    print(format_table(sweep, states, limit=None if args.all else LISTED))
+    failed = [(r, states[r.run_id]) for r in sweep.runs if states[r.run_id].state == "failed"]
+    if failed:
+        print()
+        print("failed:")
+        for run, state in failed[: None if args.all else 20]:
+            print(f"  {run.name}: {state.error or 'see failed.json'}")
+    others = len(store.index_run_dirs(spec.out_dir).keys() - states.keys())
+    if others:
+        print(f"\n{others} other run director{'y' if others == 1 else 'ies'} in "
+              f"{spec.out_dir / store.RUNS} (not in this spec as expanded now)")
+    return 0
+
+
+def format_header(sweep, counts: dict[str, int]) -> str:
+    from gsam_repro.sweep.spec import iter_axes_summary
+
+    spec = sweep.spec
+    n = len(sweep.runs)
+    lines = [f"sweep {spec.name}: {n:,} run{'s' if n != 1 else ''} in {spec.out_dir}"
+             + (f" (profile {spec.profile})" if spec.profile else "")]
+    if sweep.duplicates:
+        lines.append(f"  ({sweep.duplicates:,} duplicate combinations give the same run id: "
+                     "each runs once)")
+    for key, values in iter_axes_summary(sweep):
+        shown = ", ".join(values[:12]) + (", ..." if len(values) > 12 else "")
+        lines.append(f"  {key}: {shown}")
+    order = ("done", "diverged", "failed", "running", "pending")
+    lines.append("  " + ", ".join(f"{counts[s]:,} {s}" for s in order if counts.get(s)))
+    return "\n".join(lines)
+
+
+def format_table(sweep, states, limit: int | None) -> str:
+    from gsam_repro.sweep.ids import format_value
+
+    headers = ["#", "run id", "state", *(sweep.short[k] for k in sweep.varying)]
+    rows = []
+    for i, run in enumerate(sweep.runs[:limit] if limit else sweep.runs):
+        values = sweep.values(run)
+        rows.append([str(i + 1), run.run_id, states[run.run_id].state,
+                     *(format_value(values[k]) for k in sweep.varying)])
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    if limit and len(sweep.runs) > limit:
+        lines.append(f"... {len(sweep.runs) - limit:,} more (--all lists every run)")
+    return "\n".join(lines)
+
+
+def _run(sweep, args: argparse.Namespace) -> int:
+    import yaml
+
+    from gsam_repro.sweep import dispatch, store
+
+    spec = sweep.spec
+    if args.no_wait and spec.executor.cluster != "slurm":
+        raise UsageError("--no-wait needs the slurm executor (local runs are throttled and "
+                         "watched by this process)")
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError(f"--max-parallel must be at least 1, got {args.max_parallel}")
+    sweep_dir = spec.out_dir.resolve()
+    states = store.run_states(sweep_dir, [r.run_id for r in sweep.runs])
+    index = store.index_run_dirs(sweep_dir)
+    wanted = ("pending", "failed") if args.retry_failed else ("pending",)
+    todo = [r for r in sweep.runs
+            if states[r.run_id].state in wanted and not states[r.run_id].live_job]
+    live = {r.run_id: sweep_dir / store.RUNS / index.get(r.run_id, r.name)
+            for r in sweep.runs if states[r.run_id].live_job}
+    # every config through config_from_dict before anything is written or submitted
+    tasks = [dispatch.Task(r.run_id, sweep_dir / store.RUNS / index.get(r.run_id, r.name),
+                           sweep.config(r)) for r in todo]
+    finished = {s: sum(1 for x in states.values() if x.state == s)
+                for s in ("done", "diverged", "failed")}
+    if not tasks and not live:
+        skipped = f"; {finished['failed']} failed (--retry-failed runs them again)" \
+            if finished["failed"] and not args.retry_failed else ""
+        print(f"sweep {spec.name}: nothing to run: {finished['done'] + finished['diverged']} of "
+              f"{len(sweep.runs)} runs finished{skipped}")
+        return 1 if finished["failed"] else 0
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with store.sweep_lock(sweep_dir):
+            header = (f"# The spec as run by `gsam-repro sweep run` (base inlined; profile and "
+                      f"-o overrides applied).\n# source: {spec.source}"
+                      + (f"; profile: {spec.profile}" if spec.profile else "")
+                      + (f"; overrides: {' '.join(spec.overrides)}" if spec.overrides else "")
+                      + "\n")
+            store.atomic_write_text(sweep_dir / store.SPEC_FILE, header + yaml.safe_dump(
+                spec.resolved, sort_keys=False, default_flow_style=False))
+            print(f"sweep {spec.name}: {len(tasks)} to run on {spec.executor.cluster}"
+                  + (f", {len(live)} already running" if live else "")
+                  + f", {finished['done'] + finished['diverged']} finished; logs in "
+                  f"{spec.out_dir / store.SUBMITIT}", file=sys.stderr)
+            progress = dispatch.Progress(len(tasks) + len(live), spec.name)
+            try:
+                outcome = dispatch.run_tasks(
+                    tasks, sweep_dir=sweep_dir, executor=spec.executor, job_name=spec.name,
+                    max_parallel=args.max_parallel, adopted=live, wait=not args.no_wait,
+                    progress=progress)
+            finally:
+                progress.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    if outcome.left:
+        print(f"sweep {spec.name}: {len(outcome.left)} runs submitted; follow them with "
+              f"`gsam-repro sweep status {args.spec}`")
+        return 0
+    print(f"sweep {spec.name}: {len(outcome.done)} done, {len(outcome.diverged)} diverged, "
+          f"{len(outcome.failed)} failed; gather with `gsam-repro gather {spec.out_dir}`")
+    for rid in outcome.failed:
+        state = store.finished_state(next(t.run_dir for t in tasks if t.run_id == rid)
+                                     if any(t.run_id == rid for t in tasks) else live[rid])
+        print(f"  failed: {rid}: {state.error if state else ''}")
+    return 1 if outcome.failed else 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
