@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from gsam_repro.errors import UsageError
@@ -149,7 +150,8 @@ def _run(sweep, args: argparse.Namespace) -> int:
               f"{len(sweep.runs)} runs finished{skipped}")
         return 1 if finished["failed"] else 0
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
         with store.sweep_lock(sweep_dir):
             header = (f"# The spec as run by `gsam-repro sweep run` (base inlined; profile and "
@@ -172,7 +174,8 @@ def _run(sweep, args: argparse.Namespace) -> int:
             finally:
                 progress.close()
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     if outcome.left:
         print(f"sweep {spec.name}: {len(outcome.left)} runs submitted; follow them with "
               f"`gsam-repro sweep status {args.spec}`")

@@ -1,0 +1,197 @@
+"""`sweep run` with real runs: local processes through submitit, and in-process (debug)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sweep_testkit import cli, write_spec
+
+import gsam_repro.train as train
+from gsam_repro.sweep import dispatch, store
+from gsam_repro.sweep.spec import ExecutorSpec, expand, load_spec
+
+
+def summaries(out: Path) -> dict[str, float]:
+    """run dir name -> mtime of its summary.json, for the runs that have one."""
+    found = {}
+    for path in (out / "runs").glob("*/summary.json"):
+        found[path.parent.name] = path.stat().st_mtime_ns
+    return found
+
+
+def states(spec: Path, out: Path) -> dict[str, str]:
+    sweep = expand(load_spec(spec, out=out))
+    found = store.run_states(out, [r.run_id for r in sweep.runs])
+    return {r.run_id: found[r.run_id].state for r in sweep.runs}
+
+
+def test_a_failing_run_never_stops_the_others_and_retry_failed_reruns_it(tmp_path, monkeypatch,
+                                                                         capsys):
+    spec = write_spec(tmp_path, "executor: debug\ngrid:\n  optimizer.lr: [0.1, 0.05, 0.02]\n")
+    out = tmp_path / "out"
+    real_run = train.run
+
+    def flaky(config, out_dir):
+        if config.optimizer.lr == 0.05:
+            raise RuntimeError("disk on fire")
+        return real_run(config, out_dir)
+
+    monkeypatch.setattr(train, "run", flaky)
+    assert cli("sweep", "run", spec, "--out", out) == 1
+    assert sorted(states(spec, out).values()) == ["done", "done", "failed"]
+    failed_dir = next(p.parent for p in (out / "runs").glob("*/failed.json"))
+    assert json.loads((failed_dir / "failed.json").read_text())["error"] == \
+        "RuntimeError: disk on fire"
+    before = summaries(out)
+    capsys.readouterr()
+
+    # without --retry-failed nothing runs again
+    monkeypatch.setattr(train, "run", real_run)
+    assert cli("sweep", "run", spec, "--out", out) == 1
+    assert "nothing to run" in capsys.readouterr().out
+    assert summaries(out) == before
+
+    assert cli("sweep", "run", spec, "--out", out, "--retry-failed") == 0
+    assert sorted(states(spec, out).values()) == ["done"] * 3
+    after = summaries(out)
+    assert {k: after[k] for k in before} == before  # the finished runs were not touched
+    assert (failed_dir / "failed.json.prev").exists()  # the old failure is kept aside
+
+
+@pytest.mark.slow
+def test_local_sweep_killed_midway_reruns_only_what_is_missing_then_nothing(tmp_path, capsys):
+    spec = write_spec(tmp_path, """
+        executor: {cluster: local, max_parallel: 1, timeout_min: 10}
+        grid:
+          optimizer.lr: [0.1, 0.05]
+    """)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sweeper = subprocess.Popen(
+        [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out)],
+        start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not summaries(out) and sweeper.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    # kill the sweep and every job it started (one process group), as a crash would
+    os.killpg(sweeper.pid, signal.SIGKILL)
+    sweeper.wait()
+    first = summaries(out)
+    assert len(first) == 1, sweeper.stderr.read().decode()
+    assert sorted(states(spec, out).values()) == ["done", "pending"]
+    jobs_before = store.load_jobs(out)
+
+    assert cli("sweep", "run", spec, "--out", out) == 0
+    after = summaries(out)
+    assert len(after) == 2
+    assert {k: after[k] for k in first} == first  # the finished run was left alone
+    jobs = store.load_jobs(out)
+    resubmitted = {rid for rid in jobs if jobs[rid] != jobs_before.get(rid)}
+    assert len(resubmitted) == 1
+    log_folders = sorted(p.name for p in (out / "submitit").iterdir() if p.name != "%j")
+    assert jobs[resubmitted.pop()]["job_id"] in log_folders  # logs stay in the sweep's folder
+
+    capsys.readouterr()
+    assert cli("sweep", "run", spec, "--out", out) == 0  # everything is done: submits nothing
+    assert "nothing to run: 2 of 2 runs finished" in capsys.readouterr().out
+    assert store.load_jobs(out) == jobs
+
+
+class FakeJob:
+    """Stands in for a submitit LocalJob: 'runs' for a few polls, then writes its summary."""
+
+    live = 0
+    most = 0
+
+    def __init__(self, task: dispatch.RunJob, polls: int):
+        self.task = task
+        self.polls_left = polls
+        self.job_id = str(1000 + len(FakeExecutor.submitted))
+        self.paths = type("Paths", (), {"stderr": None})()
+        FakeJob.live += 1
+        FakeJob.most = max(FakeJob.most, FakeJob.live)
+
+    def done(self) -> bool:
+        if self.polls_left > 0:
+            self.polls_left -= 1
+            return False
+        if self.polls_left == 0:
+            self.polls_left = -1
+            FakeJob.live -= 1
+            run_dir = Path(self.task.run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "summary.json").write_text('{"status": "done"}')
+        return True
+
+
+class FakeExecutor:
+    submitted: list = []
+
+    def submit(self, task):
+        job = FakeJob(task, polls=1 + len(FakeExecutor.submitted) % 3)
+        FakeExecutor.submitted.append(job)
+        return job
+
+
+def test_local_jobs_are_throttled_to_max_parallel(tmp_path, monkeypatch):
+    monkeypatch.setattr(dispatch, "make_executor", lambda *a, **k: FakeExecutor())
+    FakeExecutor.submitted = []
+    FakeJob.live = FakeJob.most = 0
+    spec = load_spec(write_spec(tmp_path, "grid:\n  optimizer.lr: [0.1, 0.2, 0.3, 0.4, 0.5]\n"))
+    sweep = expand(spec)
+    tasks = [dispatch.Task(r.run_id, tmp_path / "runs" / r.name, sweep.config(r))
+             for r in sweep.runs]
+    outcome = dispatch.run_tasks(tasks, sweep_dir=tmp_path, executor=ExecutorSpec(poll_s=0.001),
+                                 job_name="t", max_parallel=2)
+    assert len(FakeExecutor.submitted) == 5 and FakeJob.most == 2
+    assert sorted(outcome.done) == sorted(t.run_id for t in tasks)
+    assert set(store.load_jobs(tmp_path)) == {t.run_id for t in tasks}
+
+
+def test_default_parallelism_is_cores_over_threads(monkeypatch):
+    monkeypatch.setattr(dispatch, "cpu_count", lambda: 16)
+    assert dispatch.default_max_parallel(1) == 16
+    assert dispatch.default_max_parallel(4) == 4
+    assert dispatch.default_max_parallel(32) == 1
+
+
+def test_jobs_are_checkpointable_and_requeue_the_same_run(tmp_path):
+    spec = load_spec(write_spec(tmp_path, "grid:\n  optimizer.lr: [0.1]\n"))
+    sweep = expand(spec)
+    job = dispatch.RunJob(sweep.config(sweep.runs[0]), str(tmp_path / "run"), 1)
+    again = job.checkpoint()  # what submitit calls on preemption or timeout
+    assert again.function is job and not again.args and not again.kwargs
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_jobs_it_started_and_they_resume_later(tmp_path):
+    spec = write_spec(tmp_path, """
+        executor: {cluster: local, max_parallel: 1}
+        grid:
+          optimizer.lr: [0.1]
+    """)
+    out = tmp_path / "out"
+    sweeper = subprocess.Popen(
+        [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not store.load_jobs(out) and time.time() < deadline:
+        time.sleep(0.1)
+    (record,) = store.load_jobs(out).values()
+    pid = int(record["job_id"])
+    assert store.pid_alive(pid)
+    sweeper.send_signal(signal.SIGINT)  # only the sweep process: it must stop its own jobs
+    assert sweeper.wait(timeout=60) == 130, sweeper.stderr.read().decode()
+    deadline = time.time() + 30
+    while store.pid_alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not store.pid_alive(pid)
+    assert store.load_jobs(out) == {}
+    assert list(states(spec, out).values()) == ["pending"]
