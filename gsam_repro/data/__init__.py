@@ -81,7 +81,7 @@ def load_source(cfg, num_classes: int | None):
                                       cfg.test_size, cfg.val_size)
     if cfg.name == "imagefolder":
         return sources.load_imagefolder(cfg.root, cfg.image_size, cfg.loader,
-                                        getattr(cfg, "cache_dir", None), cfg.num_workers)
+                                        cfg.cache_dir, cfg.num_workers)
     raise UsageError(f"data.name: unknown data set {cfg.name!r}")
 
 

@@ -47,6 +47,8 @@ class DataConfig:
     eval_batch_size: int = 512
     loader: str = "auto"  # auto | gpu (whole set on device) | torch (DataLoader)
     num_workers: int = 0  # DataLoader workers; not part of the run id
+    cache_dir: str | None = None  # decoded-image cache; None: $GSAM_REPRO_CACHE or
+    # ~/.cache/gsam_repro; not part of the run id
 
 
 @dataclass
@@ -144,7 +146,8 @@ class RunConfig:
 
 # Keys that cannot change a run's result: excluded from the run id.
 NON_IDENTIFYING = frozenset(
-    {"data.root", "data.download", "data.num_workers", "train.threads", "train.log_every"}
+    {"data.root", "data.download", "data.num_workers", "data.cache_dir", "train.threads",
+     "train.log_every"}
 )
 
 SECTIONS: dict[str, type] = {
@@ -279,6 +282,8 @@ def _check(cfg: RunConfig, err) -> None:
         at_least(f"data.{key}", getattr(d, key), 1)
     for key in ("val_size", "cutout", "num_workers"):
         at_least(f"data.{key}", getattr(d, key), 0)
+    if d.download and d.name not in ("cifar10", "cifar100"):
+        raise err("data.download", f"only cifar10 and cifar100 can be downloaded, not {d.name}")
     if d.name == "imagefolder" and not d.root:
         raise err("data.root", "imagefolder needs a root folder with train/ and val/ or test/")
     if not m.name:

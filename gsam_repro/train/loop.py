@@ -63,7 +63,8 @@ def torch_settings(cfg: RunConfig, device: torch.device):
         yield
     finally:
         torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        if cfg.train.deterministic:  # the call is slow (it imports the compiler): only if changed
+            torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3:]
 
 
@@ -171,16 +172,13 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
         return loss.detach()
 
     optimizer = parts.optimizer
-    optimizer.zero_grad(set_to_none=True)
     if scaler is None:
+        optimizer.zero_grad(set_to_none=True)
         loss = optimizer.step(closure)
-    elif getattr(optimizer, "passes_per_step", 1) == 1:
-        loss = closure()  # GradScaler.step takes no closure: unscale, skip on inf, step
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss = optimizer.step(closure, scaler=scaler)
-        scaler.update()
+    else:  # fp16: unscale before use, skip the step on inf/nan, adapt the scale
+        from gsam_repro.optim import scaled_step
+
+        loss = scaled_step(optimizer, closure, scaler)
     return loss, first_logits[0]
 
 
@@ -420,6 +418,11 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device) -> dict:
         eval_start = time.perf_counter()
         if epoch % cfg.eval.every == 0 or epoch == epochs:
             row.update(evaluate_epoch(parts))
+            if not math.isfinite(row["test_loss"]):  # the epoch's last steps broke the weights
+                log(f"run {rid}: diverged at epoch {epoch}: the test loss is not finite")
+                status = "diverged"
+                counters.wall_s += time.perf_counter() - mark
+                break
         else:
             row.update(test_loss=None, test_acc=None, test_top5=None, val_loss=None,
                        val_acc=None)

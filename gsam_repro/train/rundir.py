@@ -138,14 +138,14 @@ def device_name(device) -> str:
 
 def environment(device) -> dict:
     """What env.json records: versions, device and host, so results can be traced."""
+    from importlib import metadata
+
     import numpy
     import torch
 
-    try:
-        import timm
-
-        timm_version = timm.__version__
-    except ImportError:
+    try:  # the installed version, without importing timm (slow) when the run does not use it
+        timm_version = metadata.version("timm")
+    except metadata.PackageNotFoundError:
         timm_version = None
     return {
         "python": sys.version.split()[0],
