@@ -28,10 +28,16 @@ ADAPTIVE_MODES = (False, "paper", "asam")
 STAT_NAMES = ("f", "f_p", "h", "rho", "grad_norm", "grad_p_norm", "cos")
 
 
+def _accumulate_dtype(tensors: list[Tensor]) -> torch.dtype:
+    """float64 if any tensor is float64, else float32 (half-precision sums would overflow)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def global_norm(tensors: list[Tensor]) -> Tensor:
-    """L2 norm over all tensors together, as a 0-dim float32 tensor (no host sync)."""
-    norms = torch._foreach_norm(tensors)
-    return torch.linalg.vector_norm(torch.stack(norms).float())
+    """L2 norm over all tensors together, as a 0-dim tensor (no host sync)."""
+    dtype = _accumulate_dtype(tensors)
+    norms = [norm.to(dtype) for norm in torch._foreach_norm(tensors)]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -50,12 +56,14 @@ def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
 
 
 def global_dot(first: list[Tensor], second: list[Tensor]) -> Tensor:
-    """<first, second> over all tensors, as a 0-dim float32 tensor (no temporaries, no sync)."""
+    """<first, second> over all tensors, as a 0-dim tensor (no temporaries, no sync)."""
+    dtype = _accumulate_dtype(first)
     parts = []
     for a, b in zip(first, second, strict=True):
         flat = _flat_pair(a, b)
-        parts.append(torch.dot(*flat) if flat is not None else torch.sum(a * b))
-    return torch.stack(parts).float().sum()
+        part = torch.dot(*flat) if flat is not None else torch.sum(a * b)
+        parts.append(part.to(dtype))
+    return torch.stack(parts).sum()
 
 
 def batchnorm_buffers(model: torch.nn.Module | None) -> list[Tensor]:
@@ -104,13 +112,14 @@ def average_across_workers(tensors: list[Tensor], bucket_bytes: int = 25 * 2**20
             tensor.copy_(chunk.view(tensor.shape))
 
 
-def _as_stat(value: Any, device: torch.device) -> Tensor:
-    """A detached 0-dim tensor for `opt.stats` (nan when the closure gave nothing)."""
+def _as_stat(value: Any, like: Tensor) -> Tensor:
+    """A detached 0-dim tensor for `opt.stats`, on `like`'s device (nan for a missing loss)."""
     if value is None:
-        return torch.full((), float("nan"), device=device)
+        return torch.full((), float("nan"), dtype=like.dtype, device=like.device)
     if isinstance(value, Tensor):
-        return value.detach().reshape(()).float()
-    return torch.full((), float(value), device=device)
+        stat = value.detach().reshape(())
+        return stat.float() if stat.dtype in (torch.float16, torch.bfloat16) else stat
+    return torch.full((), float(value), dtype=like.dtype, device=like.device)
 
 
 class SharpnessAware(torch.optim.Optimizer):
@@ -310,19 +319,18 @@ class SharpnessAware(torch.optim.Optimizer):
         self._pending = None
         params = pending["params"]
         g_bufs = [self.state[p]["g"] for p in params]
-        device = g_bufs[0].device
 
         if pending["skip"]:
             # Non-finite g under a GradScaler: hand g back so the scaler sees it and skips.
             for p, g in zip(params, g_bufs, strict=True):
                 p.grad = g
             grad_scaler.step(self.base_optimizer)
-            nan = torch.full((), float("nan"), device=device)
+            nan = _as_stat(None, pending["grad_norm"])
             self.stats = {
-                "f": _as_stat(pending["loss"], device),
+                "f": _as_stat(pending["loss"], pending["grad_norm"]),
                 "f_p": nan,
                 "h": nan,
-                "rho": _as_stat(pending["rho"], device),
+                "rho": _as_stat(pending["rho"], pending["grad_norm"]),
                 "grad_norm": pending["grad_norm"],
                 "grad_p_norm": nan,
                 "cos": nan,
@@ -361,13 +369,13 @@ class SharpnessAware(torch.optim.Optimizer):
         if grad_scaler is not None and grad_scaler.is_enabled():
             inv_scale = 1.0 / grad_scaler.get_scale()
             grad_norm, grad_p_norm = grad_norm * inv_scale, grad_p_norm * inv_scale
-        f = _as_stat(pending["loss"], device)
-        f_p = _as_stat(loss_p, device)
+        f = _as_stat(pending["loss"], pending["grad_norm"])
+        f_p = _as_stat(loss_p, pending["grad_norm"])
         self.stats = {
             "f": f,
             "f_p": f_p,
             "h": f_p - f,
-            "rho": _as_stat(pending["rho"], device),
+            "rho": _as_stat(pending["rho"], pending["grad_norm"]),
             "grad_norm": grad_norm,
             "grad_p_norm": grad_p_norm,
             "cos": cos,
