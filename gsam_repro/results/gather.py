@@ -262,8 +262,6 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
     """Write `runs.parquet` and `history.parquet` for a sweep directory (see module docstring).
 
     `full=True` reads every run directory again instead of reusing the previous gather."""
-    import pandas as pd
-
     sweep_dir = Path(sweep_dir)
     runs_dir = sweep_dir / store.RUNS
     if not runs_dir.is_dir() and not (sweep_dir / store.SPEC_FILE).is_file():
@@ -332,6 +330,8 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
         result.runs = sum(1 for e in entries.values() if not e.get("skip"))
         result.epochs = index.get("epochs", 0)
         return result
+
+    import pandas as pd  # only now: an up-to-date gather stays fast as a command
 
     runs_columns = run_columns()
     runs = frame(new_rows, runs_columns)

@@ -46,6 +46,7 @@ class IdBuilder:
         self.position = {key: i for i, key in enumerate(self.keys)}
         self._base = [f"{_dump(key)}:{_dump(flat[key])}" for key in self.keys]
         self._lr_min_pos = self.position["schedule.lr_min"]
+        self._lr_min_text: dict[tuple, str] = {}
 
     def fragments(self) -> list[str]:
         return list(self._base)
@@ -58,8 +59,11 @@ class IdBuilder:
         return pos, f"{_dump(key)}:{_dump(value)}"
 
     def finish(self, fragments: list[str], lr: float, lr_min: float | None) -> str:
-        resolved = lr / 100 if lr_min is None else lr_min
-        fragments[self._lr_min_pos] = f'"schedule.lr_min":{_dump(resolved)}'
+        text = self._lr_min_text.get((lr, lr_min))
+        if text is None:
+            resolved = lr / 100 if lr_min is None else lr_min
+            text = self._lr_min_text[(lr, lr_min)] = f'"schedule.lr_min":{_dump(resolved)}'
+        fragments[self._lr_min_pos] = text
         text = "{" + ",".join(fragments) + "}"
         return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
 

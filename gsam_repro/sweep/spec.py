@@ -861,7 +861,8 @@ def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
     base_cfg = spec.base_cfg
     base_flat = base_cfg.flat() | {"seed": base_cfg.seed}
     base_names = {k: ids.name_piece(short[k], base_flat.get(k)) for k in varying}
-    seed_axes = {j for j, axis in enumerate(spec.axes) if axis.keys == ("seed",)}
+    # the cross-key checks do not depend on the seed: check each combination of the rest once
+    non_seed = [j for j, axis in enumerate(spec.axes) if axis.keys != ("seed",)]
     checked: set[tuple] = set()
     runs: list[PlannedRun] = []
     seen: set[str] = set()
@@ -873,7 +874,7 @@ def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
         parts = [prepared[j][i] for j, i in enumerate(choice) if i >= 0]
         if include >= 0:
             parts.append(prepared_include[include])
-        memo = (tuple(i for j, i in enumerate(choice) if j not in seed_axes), include)
+        memo = (tuple([choice[j] for j in non_seed]), include)
         if memo not in checked:
             _check_run(spec, choice, include, parts)
             checked.add(memo)

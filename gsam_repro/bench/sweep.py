@@ -1,0 +1,209 @@
+"""`gsam-repro bench sweep`: how fast specs expand, status reads and gather runs at scale.
+
+Targets (issue 4): expand a 100,000-run grid in <= 2 s; `sweep plan` / `sweep status` over
+1,000 existing run directories in <= 1 s; gather 5,000 run directories in <= 10 s from scratch
+and <= 1 s when nothing changed. Run directories are written by hand in a temporary folder, the
+way the trainer writes them (config.yaml, metrics.jsonl with 10 epochs, summary.json). Figures
+are medians over repeats; JSON goes to results/benchmarks/sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXPAND_SPEC = """
+name: bench-expand
+max_runs: 200000
+base:
+  data: {name: synthetic, train_size: 256}
+  model: {name: small_cnn}
+  optimizer: {lr: 0.1, momentum: 0.9}
+grid:
+  optimizer:
+    - {name: sgd}
+    - {name: sam, rho: 0.05}
+    - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
+    - {name: weighted, rho: 0.05, lam: 0.1}
+  optimizer.lr: [0.2, 0.1, 0.08, 0.05, 0.03, 0.02, 0.01, 0.008, 0.005, 0.003]
+  optimizer.weight_decay: [0.0, 1.0e-5, 3.0e-5, 1.0e-4, 3.0e-4, 5.0e-4, 1.0e-3, 2.0e-3,
+                           3.0e-3, 5.0e-3]
+  train.label_smoothing: [0.0, 0.05, 0.1, 0.15, 0.2]
+seeds: {seeds}
+"""  # 4 x 10 x 10 x 5 x seeds runs
+
+STATUS_SPEC = """
+name: bench-status
+base:
+  data: {name: synthetic, train_size: 256}
+  model: {name: small_cnn}
+  optimizer: {lr: 0.1, momentum: 0.9}
+grid:
+  optimizer:
+    - {name: sgd}
+    - {name: sam, rho: 0.05}
+    - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
+    - {name: weighted, rho: 0.05, lam: 0.1}
+  optimizer.lr: {lrs}
+seeds: 10
+"""  # 4 x len(lrs) x 10 runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per figure (median)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="fraction of the target sizes (e.g. 0.01 for a quick check)")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/sweep.json"),
+                        help="where the JSON goes")
+
+
+def _median_time(fn, repeats: int, setup=None) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def write_run_dirs(sweep_dir: Path, sweep, epochs: int = 10) -> None:
+    """Run directories for every run of an expanded sweep, as a finished trainer leaves them
+    (every 20th failed, every 20th unfinished)."""
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    runs_dir = sweep_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for i, run in enumerate(sweep.runs):
+        run_dir = runs_dir / run.name
+        run_dir.mkdir()
+        tree = sweep.tree(run)
+        (run_dir / "config.yaml").write_text(
+            f"# run_id: {run.run_id}\n" + yaml.dump(tree, Dumper=dumper, sort_keys=False))
+        rows = [{"epoch": e, "lr": 0.1, "train_loss": 2.0 / e, "train_acc": 5.0 * e,
+                 "test_loss": 2.1 / e, "test_acc": 4.0 * e, "epoch_s": 1.0, "wall_s": 1.0 * e,
+                 "fwd_bwd_passes": 100 * e} for e in range(1, epochs + 1)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if i % 20 == 1:
+            (run_dir / "failed.json").write_text('{"error": "RuntimeError: boom"}')
+        elif i % 20 != 2:
+            (run_dir / "summary.json").write_text(json.dumps({
+                "run_id": run.run_id, "status": "done", "epochs_completed": epochs,
+                "test_acc": rows[-1]["test_acc"], "test_loss": rows[-1]["test_loss"],
+                "train_loss": rows[-1]["train_loss"], "wall_s": rows[-1]["wall_s"],
+                "fwd_bwd_passes": rows[-1]["fwd_bwd_passes"], "torch_version": "2.x",
+                "device": "cpu", "git_sha": "0" * 40, "hostname": "bench"}))
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas  # imported before any timing: the figures are the work, not the imports
+    import pyarrow
+
+    from gsam_repro.cli import main as cli_main
+    from gsam_repro.results.gather import gather
+    from gsam_repro.sweep.spec import expand, load_spec
+
+    repeats = max(1, args.repeats)
+    figures: dict[str, dict] = {}
+
+    def record(name: str, times: list[float], target: float, size: int, what: str) -> None:
+        figures[name] = {"median_s": statistics.median(times), "repeats_s": times,
+                         "target_s": target, "size": size, "what": what}
+        status = "ok" if statistics.median(times) <= target else "OVER TARGET"
+        print(f"{name:<22} {statistics.median(times):8.3f} s  (target {target:g} s, "
+              f"{size:,} runs, {status})", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="gsam-bench-sweep-") as tmp:
+        tmp = Path(tmp)
+        seeds = max(1, round(50 * args.scale))
+        expand_spec = tmp / "expand.yaml"
+        expand_spec.write_text(EXPAND_SPEC.replace("{seeds}", str(seeds)))
+        size = len(expand(load_spec(expand_spec), yes=True).runs)
+        times = _median_time(lambda: expand(load_spec(expand_spec), yes=True), repeats)
+        record("expand", times, 2.0, size, "load_spec + expand (every run checked, ids, names)")
+
+        lrs = [round(0.2 / (k + 1), 6) for k in range(max(1, round(25 * args.scale)))]
+        status_spec = tmp / "status.yaml"
+        status_spec.write_text(STATUS_SPEC.replace("{lrs}", json.dumps(lrs)))
+        status_dir = tmp / "status-sweep"
+        sweep = expand(load_spec(status_spec))
+        write_run_dirs(status_dir, sweep)
+
+        def command(action: str):
+            def go():
+                with contextlib.redirect_stdout(io.StringIO()):
+                    code = cli_main(["sweep", action, str(status_spec), "--out", str(status_dir)])
+                assert code == 0
+            return go
+
+        for action in ("plan", "status"):
+            record(f"{action}", _median_time(command(action), repeats), 1.0, len(sweep.runs),
+                   f"`gsam-repro sweep {action}` over existing run directories, in process")
+
+        def command_cli(action: str):
+            def go():
+                subprocess.run([sys.executable, "-m", "gsam_repro", "sweep", action,
+                                str(status_spec), "--out", str(status_dir)], check=True,
+                               stdout=subprocess.DEVNULL)
+            return go
+
+        for action in ("plan", "status"):
+            record(f"{action}_cli", _median_time(command_cli(action), repeats), 1.0,
+                   len(sweep.runs), f"`gsam-repro sweep {action}` as a new process")
+
+        gather_spec = tmp / "gather.yaml"
+        lrs = [round(0.2 / (k + 1), 6) for k in range(max(1, round(125 * args.scale)))]
+        gather_spec.write_text(STATUS_SPEC.replace("{lrs}", json.dumps(lrs))
+                               .replace("bench-status", "bench-gather"))
+        gather_dir = tmp / "gather-sweep"
+        sweep = expand(load_spec(gather_spec))
+        write_run_dirs(gather_dir, sweep)
+
+        def scratch():
+            for name in ("runs.parquet", "history.parquet", ".gather.json"):
+                (gather_dir / name).unlink(missing_ok=True)
+
+        record("gather_scratch", _median_time(lambda: gather(gather_dir), repeats, scratch),
+               10.0, len(sweep.runs), "gather with no previous gather (10 epochs a run)")
+        record("gather_unchanged", _median_time(lambda: gather(gather_dir), repeats), 1.0,
+               len(sweep.runs), "gather again, nothing changed")
+
+        def gather_cli(*extra: str):
+            def go():
+                subprocess.run([sys.executable, "-m", "gsam_repro", "gather", str(gather_dir),
+                                *extra], check=True, stdout=subprocess.DEVNULL)
+            return go
+
+        record("gather_cli_scratch", _median_time(gather_cli("--full"), repeats), 10.0,
+               len(sweep.runs), "`gsam-repro gather --full` as a new process (imports included)")
+        record("gather_cli_unchanged", _median_time(gather_cli(), repeats), 1.0,
+               len(sweep.runs), "`gsam-repro gather` as a new process, nothing changed")
+
+    out = {
+        "benchmark": "sweep",
+        "command": "gsam-repro bench sweep " + " ".join(sys.argv[3:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "pandas": pandas.__version__,
+                    "pyarrow": pyarrow.__version__},
+        "repeats": repeats,
+        "scale": args.scale,
+        "figures": figures,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    from gsam_repro.sweep.store import atomic_write_json
+
+    atomic_write_json(args.out, out)
+    print(f"wrote {args.out}")
+    return 0
