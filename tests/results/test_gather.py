@@ -22,6 +22,7 @@ from gsam_repro.results.gather import (
     run_columns,
 )
 from gsam_repro.results.schema import HISTORY_COLUMNS, RUN_COLUMNS
+from gsam_repro.sweep.store import pid_alive
 from gsam_repro.train.config import valid_keys
 
 
@@ -136,6 +137,9 @@ def test_running_comes_from_a_live_recorded_job_even_when_no_file_changed(tmp_pa
     run = make_run(sweep, 0.1, status=None)
     # a process whose command line names submitit, as a local submitit job's does
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
+    deadline = time.time() + 10
+    while not pid_alive(job.pid) and time.time() < deadline:  # until it has exec'ed
+        time.sleep(0.01)
     try:
         (sweep / "jobs.json").write_text(json.dumps({run["run_id"]: {
             "executor": "local", "job_id": str(job.pid), "host": socket.gethostname()}}))

@@ -30,3 +30,19 @@ def write_spec(folder: Path, body: str, name: str = "spec.yaml", base: bool = Tr
 def cli(*args: str) -> int:
     """Run `gsam-repro ARGS...` in this process and return its exit code."""
     return main([str(a) for a in args])
+
+
+def fake_local_job():
+    """A process that looks like a local submitit job (its command line names submitit), started
+    and past its exec, so liveness checks see it."""
+    import subprocess
+    import sys
+    import time
+
+    from gsam_repro.sweep.store import pid_alive
+
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
+    deadline = time.time() + 10
+    while not pid_alive(job.pid) and time.time() < deadline:
+        time.sleep(0.01)
+    return job
