@@ -44,6 +44,7 @@ def test_a_failing_run_never_stops_the_others_and_retry_failed_reruns_it(tmp_pat
         return real_run(config, out_dir)
 
     monkeypatch.setattr(train, "run", flaky)
+    monkeypatch.setattr("pdb.post_mortem", lambda *a, **k: None)  # debug runs open pdb on errors
     assert cli("sweep", "run", spec, "--out", out) == 1
     assert sorted(states(spec, out).values()) == ["done", "done", "failed"]
     failed_dir = next(p.parent for p in (out / "runs").glob("*/failed.json"))
