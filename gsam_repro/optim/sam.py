@@ -136,6 +136,7 @@ class SharpnessAware(torch.optim.Optimizer):
     global norm of the final direction. `model`: the module being trained; with it the second
     forward pass leaves BatchNorm statistics untouched, and a DistributedDataParallel model gets
     both passes under `no_sync` with only the final direction averaged across workers.
+    `rho_name` is how error messages name rho_max (SAM and WeightedSAM call it `rho`).
     """
 
     passes_per_step = 2
