@@ -244,8 +244,9 @@ def _file_stat(path: Path) -> list | None:
     return [st.st_mtime_ns, st.st_size]
 
 
-def _live_statuses(sweep_dir: Path, run_ids: dict[str, str]) -> dict[str, str]:
-    """run dir -> pending / running / failed for unfinished runs, from the recorded jobs."""
+def _live_statuses(sweep_dir: Path, run_ids: dict[str, str]) -> dict[str, tuple]:
+    """run dir -> (pending / running / failed, error) for unfinished runs, from the recorded
+    jobs (a SLURM job that ended without a summary makes its run failed)."""
     if not run_ids:
         return {}
     jobs = store.load_jobs(sweep_dir)
@@ -253,8 +254,8 @@ def _live_statuses(sweep_dir: Path, run_ids: dict[str, str]) -> dict[str, str]:
     live = store.job_states(known) if known else {}
     out = {}
     for name, rid in run_ids.items():
-        state = live.get(rid, ("pending", None))[0]
-        out[name] = "pending" if state == "queued" else state
+        state, error = live.get(rid, ("pending", None))
+        out[name] = ("pending" if state == "queued" else state, error)
     return out
 
 
@@ -311,13 +312,13 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
             unfinished[row["run_dir"][len(store.RUNS) + 1:]] = row["run_id"]
     live = _live_statuses(sweep_dir, unfinished)
     status_changed = {n: s for n, s in live.items()
-                      if n in previous and n not in changed and previous[n].get("status") != s}
+                      if n in previous and n not in changed and previous[n].get("status") != s[0]}
     for row in new_rows:
         name = row["run_dir"][len(store.RUNS) + 1:]
         if name in live:
-            row["status"] = live[name]
-            entries[name]["status"] = live[name]
-    for name, status in status_changed.items():
+            row["status"], row["error"] = live[name]
+            entries[name]["status"] = live[name][0]
+    for name, (status, _) in status_changed.items():
         entries[name] = {**entries[name], "status": status}
 
     if result.skipped:
@@ -340,8 +341,10 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
         keep = {f"{store.RUNS}/{n}" for n in unchanged if not entries[n].get("skip")}
         old_runs = pd.read_parquet(result.runs_path)
         old_runs = old_runs[old_runs["run_dir"].isin(keep)]
-        for name, status in status_changed.items():
-            old_runs.loc[old_runs["run_dir"] == f"{store.RUNS}/{name}", "status"] = status
+        for name, (status, error) in status_changed.items():
+            where = old_runs["run_dir"] == f"{store.RUNS}/{name}"
+            old_runs.loc[where, "status"] = status
+            old_runs.loc[where, "error"] = error
         kept_ids = set(old_runs["run_id"].dropna())
         old_history = pd.read_parquet(result.history_path)
         old_history = old_history[old_history["run_id"].isin(kept_ids)]

@@ -28,6 +28,7 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable
 
+from gsam_repro.errors import UsageError
 from gsam_repro.sweep import store
 from gsam_repro.sweep.spec import ExecutorSpec
 from gsam_repro.train.config import RunConfig
@@ -324,6 +325,10 @@ def _run_slurm(tasks, sweep_dir, executor, job_name, adopted, wait, progress) ->
         except KeyboardInterrupt:
             _cancel_slurm(submitted_ids, tasks, sweep_dir, records)
             raise
+        except Exception as err:  # sbatch refused: a bad partition, account, time limit ...
+            detail = str(err).strip().splitlines()
+            raise UsageError(f"submitting to SLURM failed after {len(submitted_ids)} of "
+                             f"{len(tasks)} runs: {' '.join(detail[:3])}") from err
     if not wait:
         outcome.left = list(waiting)
         progress.close()

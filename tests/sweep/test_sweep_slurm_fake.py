@@ -218,3 +218,14 @@ def test_waiting_sweep_sees_jobs_finish_and_a_cancelled_job_fail(slurm, tmp_path
     assert [s for s, _ in found] == ["done", "failed"]
     failed = next((out / "runs").glob("*/failed.json"))
     assert "CANCELLED" in json.loads(failed.read_text())["error"]
+
+
+def test_a_refused_submission_is_one_clear_error(slurm, tmp_path, capsys):
+    sbatch = Path(os.environ["PATH"].split(os.pathsep)[0]) / "sbatch"
+    sbatch.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\n"
+                      "exit 1\n")
+    spec = write_spec(tmp_path, SPEC)
+    assert cli("sweep", "run", spec, "--out", tmp_path / "out", "--no-wait") == 2
+    err = capsys.readouterr().err
+    assert "submitting to SLURM failed after 0 of 3 runs" in err
+    assert "invalid partition specified" in err
