@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -196,3 +197,31 @@ def test_ctrl_c_cancels_the_jobs_it_started_and_they_resume_later(tmp_path):
     assert not store.pid_alive(pid)
     assert store.load_jobs(out) == {}
     assert list(states(spec, out).values()) == ["pending"]
+
+
+def test_a_rerun_waits_for_jobs_an_earlier_sweep_left_running_instead_of_resubmitting(
+        tmp_path, monkeypatch):
+    from sweep_testkit import fake_local_job
+
+    spec = write_spec(tmp_path, "executor: {cluster: local, poll_s: 0.05}\n"
+                                "grid:\n  optimizer.lr: [0.1]\n")
+    out = tmp_path / "out"
+    (run,) = expand(load_spec(spec, out=out)).runs
+    run_dir = out / "runs" / run.name
+    run_dir.mkdir(parents=True)
+    orphan = fake_local_job()  # a job whose `sweep run` was killed, still training
+    store.save_jobs(out, {run.run_id: store.job_record("local", str(orphan.pid))})
+    monkeypatch.setattr(dispatch, "make_executor", lambda *a, **k: None)  # submitting would fail
+    result = {}
+
+    sweeper = threading.Thread(target=lambda: result.update(code=cli("sweep", "run", spec,
+                                                                     "--out", out)))
+    sweeper.start()
+    time.sleep(0.5)
+    assert sweeper.is_alive()  # waiting for the orphan
+    (run_dir / "summary.json").write_text('{"status": "done"}')
+    orphan.kill()
+    orphan.wait()
+    sweeper.join(timeout=30)
+    assert result["code"] == 0
+    assert list(states(spec, out).values()) == ["done"]
