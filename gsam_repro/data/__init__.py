@@ -143,7 +143,11 @@ def build_data(cfg, *, seed: int, device, num_classes: int | None = None,
     train = make(train_split, True, cfg.batch_size, augment=cfg.augment, cutout=cfg.cutout)
     test = make(test_split, False, cfg.eval_batch_size)
     val = make(val_split, False, cfg.eval_batch_size) if val_split is not None else None
-    hessian = make(train_split, False, cfg.batch_size)
+    if isinstance(train, ArrayLoader):  # the same device tensors, not a second copy
+        hessian = train.variant(train=False, shuffle=False, augment="none", cutout=0,
+                                max_batches=None)
+    else:
+        hessian = make(train_split, False, cfg.batch_size)
     return DataBundle(
         train=train, test=test, val=val, hessian=hessian,
         num_classes=len(source.classes), channels=source.channels, image_size=image_size,

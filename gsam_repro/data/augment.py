@@ -15,18 +15,18 @@ import torch.nn.functional as F
 
 def pad_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Random crop of the original size from the image zero-padded by `padding` on each side
-    (the CIFAR recipe). Works on (B, C, H, W) of any dtype."""
+    (the CIFAR recipe). Works on (B, C, H, W) of any dtype.
+
+    The padded batch is viewed (no copy) as every possible window, and one window is picked per
+    image, so the work is a single copy of the batch."""
     if padding <= 0:
         return images
-    batch, channels, height, width = images.shape
+    batch, _, height, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
     offsets = torch.randint(0, 2 * padding + 1, (2, batch), device=images.device,
                             generator=generator)
-    rows = offsets[0, :, None] + torch.arange(height, device=images.device)  # (B, H)
-    cols = offsets[1, :, None] + torch.arange(width, device=images.device)  # (B, W)
-    batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
-    channel_index = torch.arange(channels, device=images.device)[None, :, None, None]
-    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
+    windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # (B, C, 2p+1, 2p+1, H, W)
+    return windows[torch.arange(batch, device=images.device), :, offsets[0], offsets[1]]
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

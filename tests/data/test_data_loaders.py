@@ -135,3 +135,12 @@ def test_augmented_batches_keep_their_shape_and_labels(augmentation):
     x, y = next(iter(loader))
     assert x.shape == (8, 3, 8, 8) and x.is_contiguous(memory_format=torch.channels_last)
     assert y.shape == (8,)
+
+
+def test_channel_stats_match_numpy_float_statistics():
+    images = np.random.default_rng(7).integers(0, 256, size=(300, 5, 5, 3), dtype=np.uint8)
+    images[..., 2] //= 4  # channels with different statistics
+    mean, std = channel_stats(images)
+    as_float = images.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, as_float.mean(axis=(0, 1, 2)), rtol=1e-9)
+    np.testing.assert_allclose(std, as_float.std(axis=(0, 1, 2)), rtol=1e-7)
