@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     repeats = max(1, args.repeats)
     figures: dict[str, dict] = {}
+    load_before = os.getloadavg()[0]
 
     def record(name: str, times: list[float], target: float, size: int, what: str) -> None:
         figures[name] = {"median_s": statistics.median(times), "repeats_s": times,
@@ -196,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         "command": "gsam-repro bench sweep " + " ".join(sys.argv[3:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "pandas": pandas.__version__,
-                    "pyarrow": pyarrow.__version__},
+                    "pyarrow": pyarrow.__version__,
+                    "load_average_1min": [load_before, os.getloadavg()[0]]},  # shared CPUs
         "repeats": repeats,
         "scale": args.scale,
         "figures": figures,
