@@ -29,6 +29,8 @@ lint: install
 
 bench: install
 	$(BIN)/gsam-repro bench optim
+	$(BIN)/gsam-repro bench train
+	$(BIN)/gsam-repro bench sweep
 
 clean:
 	rm -rf $(VENV) build *.egg-info
