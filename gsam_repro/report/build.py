@@ -1,0 +1,198 @@
+"""Assemble a sweep's report: pick the tables and figures its data allows, write them into
+SWEEP_DIR/report/, and collect what was left out and why.
+
+Options come from, in rising priority: defaults, the `report:` mapping of SWEEP_DIR/spec.yaml,
+and the command line. Keys: rows, tables, target, target_metric, select_on, dataset, metric,
+figures.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gsam_repro.errors import ConfigError, UsageError
+from gsam_repro.report import figures as figs
+from gsam_repro.report import paper, tables
+from gsam_repro.report.load import Sweep, load_sweep
+from gsam_repro.report.render import Table, write_text
+
+TABLES = ("comparison", "table1", "cifar10_wrn16_8", "ablation_alpha", "ablation_rho",
+          "gsam_vs_weighted", "selection", "cost")
+OPTION_KEYS = ("rows", "tables", "target", "target_metric", "select_on", "dataset", "metric",
+               "figures")
+
+
+@dataclass
+class ReportOptions:
+    """What to render. `tables` None means every table the data supports."""
+
+    rows: list[str] | None = None
+    tables: list[str] | None = None
+    target: float | None = None
+    target_metric: str = "test_acc"
+    select_on: str = "val_acc"
+    dataset: str = "imagenet"
+    metric: str = "test_acc"
+    figures: bool = True
+
+    def update(self, values: dict[str, Any], source: str) -> None:
+        """Apply a mapping of options (from spec.yaml's `report:` or the command line)."""
+        for key, value in values.items():
+            if key not in OPTION_KEYS:
+                hint = difflib.get_close_matches(str(key), OPTION_KEYS, n=1)
+                extra = f"; did you mean {hint[0]}?" if hint else \
+                    f" (valid: {', '.join(OPTION_KEYS)})"
+                raise ConfigError(f"report.{key}", f"unknown key{extra}", source=source)
+            if value is None:
+                continue
+            if key in ("rows", "tables"):
+                value = [value] if isinstance(value, str) else list(value)
+            if key == "tables":
+                for name in value:
+                    if name not in TABLES:
+                        hint = difflib.get_close_matches(str(name), TABLES, n=1)
+                        extra = f"; did you mean {hint[0]}?" if hint else ""
+                        raise ConfigError("report.tables", f"unknown table {name!r} (valid: "
+                                          f"{', '.join(TABLES)}){extra}", source=source)
+            if key == "target":
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise ConfigError("report.target", f"expected a number, got {value!r}",
+                                      source=source) from None
+            if key == "dataset" and value not in paper.TABLE1_DATASETS:
+                raise ConfigError("report.dataset", f"{value!r} is not one of "
+                                  f"{', '.join(paper.TABLE1_DATASETS)}", source=source)
+            setattr(self, key, value)
+
+
+@dataclass
+class Report:
+    """What a report run produced."""
+
+    out_dir: Path
+    tables: list[Table] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    main: Table | None = None
+
+
+def spec_options(sweep_dir: Path) -> dict[str, Any]:
+    """The `report:` mapping of SWEEP_DIR/spec.yaml, if there is one."""
+    from gsam_repro.yamlio import load_yaml
+
+    spec = sweep_dir / "spec.yaml"
+    if not spec.is_file():
+        return {}
+    tree, _ = load_yaml(spec)
+    report = (tree or {}).get("report") if isinstance(tree, dict) else None
+    if report is None:
+        return {}
+    if not isinstance(report, dict):
+        raise ConfigError("report", f"expected a mapping, got {report!r}", source=str(spec))
+    return report
+
+
+def default_rows(sweep: Sweep) -> list[str]:
+    """model.name, plus data.name when the sweep has more than one data set."""
+    df = sweep.done
+    rows = [k for k in ("model.name",) if k in df.columns]
+    if "data.name" in df.columns and df["data.name"].nunique(dropna=False) > 1:
+        rows.insert(0, "data.name")
+    return rows
+
+
+def _check_rows(sweep: Sweep, rows: list[str]) -> None:
+    columns = list(sweep.runs.columns)
+    for key in rows:
+        if key not in columns:
+            if sweep.runs.empty:
+                continue
+            hint = difflib.get_close_matches(key, columns, n=1)
+            extra = f"; did you mean {hint[0]}?" if hint else ""
+            raise UsageError(f"rows: {key!r} is not a column of runs.parquet{extra}")
+
+
+def _wanted(sweep: Sweep, options: ReportOptions) -> list[str]:
+    if options.tables is not None:
+        return list(options.tables)
+    df = sweep.done
+    wanted = ["comparison"]
+    if "model.name" in df.columns:
+        keys = {paper.model_key(m) for m in df["model.name"].dropna().unique()}
+        if keys & set(paper.models()):
+            wanted.insert(0, "table1")
+        if "wrn16_8" in keys:
+            wanted.append("cifar10_wrn16_8")
+    wanted += ["ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost"]
+    return wanted
+
+
+def build(sweep_dir: str | Path, options: ReportOptions | None = None,
+          out_dir: str | Path | None = None) -> Report:
+    """Render every requested table and figure of a sweep into out_dir (SWEEP_DIR/report/)."""
+    sweep_dir = Path(sweep_dir)
+    sweep = load_sweep(sweep_dir)
+    options = options or ReportOptions()
+    rows = options.rows if options.rows is not None else default_rows(sweep)
+    _check_rows(sweep, rows)
+    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(out_dir=out, left_out=list(sweep.notes))
+    requested = options.tables is not None
+    metric = options.metric
+    builders = {
+        "comparison": lambda: tables.comparison(sweep, rows, metric),
+        "table1": lambda: tables.table1(sweep, options.dataset, metric, options.select_on),
+        "cifar10_wrn16_8": lambda: tables.cifar10_paper(sweep, metric),
+        "ablation_alpha": lambda: tables.ablation(sweep, "alpha", rows, metric),
+        "ablation_rho": lambda: tables.ablation(sweep, "rho", rows, metric),
+        "gsam_vs_weighted": lambda: tables.gsam_vs_weighted(sweep, rows, metric),
+        "selection": lambda: tables.selection(sweep, rows, options.select_on, metric),
+        "cost": lambda: tables.cost(sweep, rows, options.target, options.target_metric),
+    }
+    for name in _wanted(sweep, options):
+        table = builders[name]()
+        if table.empty:
+            if requested or name in ("comparison", "table1"):
+                report.left_out += table.notes or [f"{name}: nothing to show"]
+            else:
+                report.left_out += [n for n in table.notes if "left out" in n]
+            continue
+        report.tables.append(table)
+        report.files += table.write(out)
+    report.main = next((t for t in report.tables if t.name in ("table1", "comparison")), None)
+    figure_files: list[Path] = []
+    if options.figures and not sweep.done.empty:
+        figure_files, notes = figs.all_figures(sweep, rows, out)
+        report.files += figure_files
+        report.left_out += notes
+    report.files.append(_write_index(sweep, report, figure_files, out))
+    return report
+
+
+def _write_index(sweep: Sweep, report: Report, figure_files: list[Path], out: Path) -> Path:
+    total, done = len(sweep.runs), len(sweep.done)
+    lines = [f"# Report: {sweep.name}", "",
+             f"From `{sweep.path / 'runs.parquet'}`: {total} runs, {done} done"
+             + ("; with history.parquet." if sweep.history is not None else
+                "; no history.parquet."), "",
+             "Accuracies in percent; cells are mean ± std (number of seeds). Bold: the best "
+             "mean, chosen on the numbers. Tables also as LaTeX (booktabs) and CSV beside this "
+             "file.", ""]
+    for table in report.tables:
+        lines.append(table.to_markdown())
+        lines.append("")
+    pngs = [f for f in figure_files if f.suffix == ".png"]
+    if pngs:
+        lines += ["## Figures", ""]
+        lines += [f"![{f.stem}]({f.name})" for f in pngs]
+        lines.append("")
+    if report.left_out:
+        lines += ["## Left out", ""]
+        lines += [f"- {note}" for note in report.left_out]
+        lines.append("")
+    return write_text(out / "report.md", "\n".join(lines))

@@ -1,0 +1,365 @@
+"""The report's figures (PNG and PDF), sized for one paper column (3.4 inches wide).
+
+Each function takes a `Sweep` and an output folder and returns the files it wrote, or a note
+saying why it drew nothing (missing columns, too few values) instead of raising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gsam_repro.report.load import Sweep, format_value, variant_sort_key
+
+COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
+COLORS = {"sgd": "#4C72B0", "adamw": "#55A868", "sam": "#DD8452", "gsam": "#C44E52",
+          "weighted": "#8172B3"}
+OTHER_COLORS = ["#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD", "#2F4B7C"]
+STYLE = {
+    "font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "legend.fontsize": 6,
+    "xtick.labelsize": 6.5, "ytick.labelsize": 6.5, "lines.linewidth": 1.0,
+    "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.02, "pdf.fonttype": 42,
+}
+
+
+@contextlib.contextmanager
+def paper_style() -> Iterator[None]:
+    """Matplotlib settings readable at column width, restored afterwards."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(STYLE):
+        yield
+
+
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def color_of(label: str, used: dict[str, str]) -> str:
+    """A stable colour an optimizer column: SGD, SAM, GSAM, ... fixed; the first column of each
+    gets its fixed colour, others (other settings, budgets) take the next free one."""
+    label = label.split(" · ")[0]
+    if label in used:
+        return used[label]
+    base = label.split(" ")[0].split("-")[0].split("(")[0]
+    if base in COLORS and COLORS[base] not in used.values():
+        used[label] = COLORS[base]
+    else:
+        free = [c for c in OTHER_COLORS + list(COLORS.values()) if c not in used.values()]
+        used[label] = free[0] if free else OTHER_COLORS[len(used) % len(OTHER_COLORS)]
+    return used[label]
+
+
+def save(fig, out_dir: Path, name: str) -> list[Path]:
+    """Write fig as <name>.png (200 dpi) and <name>.pdf, each through a temporary file."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in ("png", "pdf"):
+        path = out_dir / f"{name}.{suffix}"
+        tmp = out_dir / f".{name}.tmp.{suffix}"
+        fig.savefig(tmp, format=suffix, dpi=200)
+        os.replace(tmp, path)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, color: str, label: str,
+          marker: str | None = "o", linestyle: str = "-") -> None:
+    ax.plot(x, mean, color=color, label=label, marker=marker, ms=2.5, ls=linestyle)
+    finite = np.isfinite(std)
+    if finite.any():
+        ax.fill_between(x, mean - np.where(finite, std, 0), mean + np.where(finite, std, 0),
+                        color=color, alpha=0.2, lw=0)
+
+
+def _line_label(variant: str, group: tuple, several: bool) -> str:
+    if not several:
+        return variant
+    return f"{variant} · {', '.join(format_value(v) for v in group)}"
+
+
+def labelled(sweep: Sweep, rows: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Finished runs with `_label` (the comparison table's column: variant, varying settings,
+    budget), and the history of those runs with the same labels."""
+    from gsam_repro.report.tables import column_labels
+
+    df = sweep.done
+    if df.empty or "optimizer.name" not in df.columns:
+        return df.assign(_label=pd.Series(dtype="object")), None
+    df = df.assign(_label=column_labels(df, [k for k in rows if k in df.columns]))
+    history = sweep.history
+    if history is not None and "run_id" in df.columns and "run_id" in history.columns:
+        names = dict(zip(df["run_id"], df["_label"], strict=True))
+        history = history[history["run_id"].isin(names)]
+        history = history.assign(_label=history["run_id"].map(names))
+    return df, history
+
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+# --------------------------------------------------------------------- accuracy vs α / ρ
+def accuracy_vs(sweep: Sweep, over: str, rows: list[str], out_dir: Path,
+                metric: str = "test_acc") -> tuple[list[Path], str | None]:
+    """Accuracy against alpha (GSAM) or rho (SAM family), mean ± std band over seeds."""
+    import matplotlib.pyplot as plt
+
+    from gsam_repro.report.tables import _rho_value, column_labels, groups
+
+    df = sweep.done
+    symbol = {"alpha": "α", "rho": "ρ"}[over]
+    if metric not in df.columns or "optimizer.name" not in df.columns or df.empty:
+        return [], f"accuracy vs {symbol} left out: no {metric} or optimizer.name"
+    if over == "alpha":
+        if "optimizer.alpha" not in df.columns:
+            return [], "accuracy vs α left out: no optimizer.alpha column"
+        df = df[df["variant"].str.startswith("gsam")]
+        df = df.assign(_x=pd.to_numeric(df["optimizer.alpha"], errors="coerce"))
+        exclude = ["optimizer.alpha"]
+    else:
+        if not {"optimizer.rho", "optimizer.rho_max"} & set(df.columns):
+            return [], "accuracy vs ρ left out: no optimizer.rho or optimizer.rho_max column"
+        df = df[df["sam_family"].astype(bool)]
+        df = df.assign(_x=_rho_value(df))
+        exclude = ["optimizer.rho", "optimizer.rho_max"]
+    df = df.dropna(subset=["_x", metric])
+    if df["_x"].nunique() < 2:
+        return [], f"accuracy vs {symbol} left out: fewer than two {symbol} values"
+    keys = [k for k in rows if k in df.columns]
+    df = df.assign(_label=column_labels(df, keys, exclude=exclude))
+    parts = groups(df, keys)
+    several = len(parts) > 1
+    used: dict[str, str] = {}
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
+        for number, (group, sub) in enumerate(parts):
+            for name in sorted(sub["_label"].unique(), key=variant_sort_key):
+                stats = sub[sub["_label"] == name].groupby("_x")[metric].agg(["mean", "std"])
+                if len(stats) < 2:
+                    continue
+                stats = stats.sort_index()
+                _band(ax, stats.index.to_numpy(float), stats["mean"].to_numpy(float),
+                      stats["std"].to_numpy(float), color_of(name, used),
+                      _line_label(name, group, several),
+                      linestyle=LINESTYLES[number % len(LINESTYLES)])
+        x = df["_x"].to_numpy(float)
+        if (x > 0).all() and x.max() / x.min() >= 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(symbol + (" (GSAM: ρ_max)" if over == "rho" else " (GSAM)"))
+        ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+        ax.set_title(f"Accuracy over {symbol} (mean ± std over seeds)")
+        ax.legend(frameon=False)
+        fig.tight_layout()
+        return save(fig, out_dir, f"fig_accuracy_vs_{over}"), None
+
+
+# ------------------------------------------------------------------------ training curves
+def _curve_lines(sweep: Sweep, rows: list[str], column: str, family_only: bool = False):
+    """(label, group number, epochs, mean, std) per optimizer column and row group."""
+    from gsam_repro.report.tables import groups
+
+    _, history = labelled(sweep, rows)
+    if history is None or column not in history.columns or "epoch" not in history.columns:
+        return None
+    history = history.dropna(subset=[column])
+    if family_only and "sam_family" in history.columns:
+        history = history[history["sam_family"].astype(bool)]
+    if history.empty:
+        return None
+    keys = [k for k in rows if k in history.columns]
+    parts = groups(history, keys)
+    several = len(parts) > 1
+    lines = []
+    for number, (group, sub) in enumerate(parts):
+        for name in sorted(sub["_label"].unique(), key=variant_sort_key):
+            stats = sub[sub["_label"] == name].groupby("epoch")[column].agg(["mean", "std"])
+            stats = stats.sort_index()
+            lines.append((_line_label(name, group, several), number,
+                          stats.index.to_numpy(float), stats["mean"].to_numpy(float),
+                          stats["std"].to_numpy(float)))
+    return lines
+
+
+def _draw_lines(ax, lines, used: dict[str, str]) -> None:
+    for label, number, x, mean, std in lines:
+        _band(ax, x, mean, std, color_of(label, used), label, marker=None,
+              linestyle=LINESTYLES[number % len(LINESTYLES)])
+    _integer_epochs(ax)
+
+
+def _all_positive(lines) -> bool:
+    return all((m[np.isfinite(m)] > 0).all() for _, _, _, m, _ in lines)
+
+
+def training_curves(sweep: Sweep, rows: list[str], out_dir: Path
+                    ) -> tuple[list[Path], str | None]:
+    """Train loss and test accuracy per epoch, one line an optimizer, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+
+    loss = _curve_lines(sweep, rows, "train_loss")
+    acc = _curve_lines(sweep, rows, "test_acc")
+    if not loss and not acc:
+        return [], "training curves left out: history.parquet missing or without train_loss " \
+                   "and test_acc"
+    used: dict[str, str] = {}
+    with paper_style():
+        fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH * 2, 2.3))
+        for ax, lines, ylabel in ((axes[0], loss, "train loss"),
+                                  (axes[1], acc, "test accuracy (%)")):
+            if not lines:
+                ax.text(0.5, 0.5, "not recorded", ha="center", va="center",
+                        transform=ax.transAxes)
+                continue
+            _draw_lines(ax, lines, used)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+        if loss and _all_positive(loss):
+            axes[0].set_yscale("log")
+        axes[0].set_title("Training loss")
+        axes[1].set_title("Test accuracy")
+        handles, labels = axes[1 if acc else 0].get_legend_handles_labels()
+        columns = min(len(labels), 4)
+        fig.legend(handles, labels, loc="lower center", ncol=columns, frameon=False)
+        rows_of_legend = -(-len(labels) // columns)
+        fig.tight_layout(rect=(0, 0.06 + 0.06 * rows_of_legend, 1, 1))
+        return save(fig, out_dir, "fig_training_curves"), None
+
+
+def surrogate_gap_curves(sweep: Sweep, rows: list[str], out_dir: Path
+                         ) -> tuple[list[Path], str | None]:
+    """The surrogate gap h = f(w + eps) - f(w) per epoch, SAM-family optimizers."""
+    import matplotlib.pyplot as plt
+
+    lines = _curve_lines(sweep, rows, "surrogate_gap", family_only=True)
+    if not lines:
+        return [], "surrogate gap figure left out: no surrogate_gap in history.parquet"
+    used: dict[str, str] = {}
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
+        _draw_lines(ax, lines, used)
+        if _all_positive(lines):
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("surrogate gap h = f_p − f")
+        ax.set_title("Surrogate gap over training (epoch mean)")
+        ax.legend(frameon=False)
+        fig.tight_layout()
+        return save(fig, out_dir, "fig_surrogate_gap"), None
+
+
+# ------------------------------------------------------------------------- Hessian figures
+def hessian_eigenvalues(sweep: Sweep, rows: list[str], out_dir: Path
+                        ) -> tuple[list[Path], str | None]:
+    """Dominant Hessian eigenvalue per optimizer: mean bar, one dot a seed."""
+    import matplotlib.pyplot as plt
+
+    from gsam_repro.report.tables import groups
+
+    df, _ = labelled(sweep, rows)
+    if "hessian_max_eig" not in df.columns or not df["hessian_max_eig"].notna().any():
+        return [], "Hessian eigenvalue figure left out: no hessian_max_eig values " \
+                   "(eval.hessian_batches = 0?)"
+    df = df.dropna(subset=["hessian_max_eig"])
+    keys = [k for k in rows if k in df.columns]
+    parts = groups(df, keys)
+    several = len(parts) > 1
+    bars = []
+    for group, sub in parts:
+        for name in sorted(sub["_label"].unique(), key=variant_sort_key):
+            bars.append((name, _line_label(name, group, several),
+                         sub.loc[sub["_label"] == name, "hessian_max_eig"].to_numpy(float)))
+    used: dict[str, str] = {}
+    rng = np.random.default_rng(0)
+    width = max(COLUMN_WIDTH, min(2 * COLUMN_WIDTH, 0.9 + 0.42 * len(bars)))
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(width, 2.3))
+        for i, (name, _, values) in enumerate(bars):
+            color = color_of(name, used)
+            ax.bar(i, values.mean(), color=color, alpha=0.55, width=0.6)
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, color=color, s=8,
+                       zorder=3, edgecolor="black", linewidth=0.3)
+        ax.set_xticks(range(len(bars)))
+        crowded = len(bars) > 4 or max(len(b[1]) for b in bars) > 12
+        ax.set_xticklabels([b[1] for b in bars], rotation=35 if crowded else 0,
+                           ha="right" if crowded else "center")
+        ax.set_ylabel("Hessian λ_max")
+        ax.set_title("Dominant Hessian eigenvalue at the end (bar: mean, dot: seed)")
+        fig.tight_layout()
+        return save(fig, out_dir, "fig_hessian_eigenvalue"), None
+
+
+def accuracy_vs_hessian(sweep: Sweep, rows: list[str], out_dir: Path,
+                        metric: str = "test_acc") -> tuple[list[Path], str | None]:
+    """Test accuracy against the dominant Hessian eigenvalue, one dot a run."""
+    import matplotlib.pyplot as plt
+
+    df, _ = labelled(sweep, rows)
+    if not {"hessian_max_eig", metric} <= set(df.columns):
+        return [], f"accuracy vs Hessian figure left out: needs hessian_max_eig and {metric}"
+    df = df.dropna(subset=["hessian_max_eig", metric])
+    if len(df) < 2:
+        return [], "accuracy vs Hessian figure left out: fewer than two runs with both values"
+    used: dict[str, str] = {}
+    markers = ["o", "s", "^", "D", "v", "P"]
+    keys = [k for k in rows if k in df.columns]
+    from gsam_repro.report.tables import groups
+
+    parts = groups(df, keys)
+    several = len(parts) > 1
+    entries = sum(sub["_label"].nunique() for _, sub in parts)
+    outside = entries > 5
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * (1.6 if outside else 1), 2.3))
+        for number, (group, sub) in enumerate(parts):
+            for name in sorted(sub["_label"].unique(), key=variant_sort_key):
+                runs = sub[sub["_label"] == name]
+                ax.scatter(runs["hessian_max_eig"], runs[metric], s=12,
+                           label=_line_label(name, group, several),
+                           marker=markers[number % len(markers)],
+                           color=color_of(name, used), edgecolor="black", linewidth=0.3)
+        x = df["hessian_max_eig"].to_numpy(float)
+        if (x > 0).all() and x.max() / x.min() >= 20:
+            ax.set_xscale("log")
+        ax.set_xlabel("dominant Hessian eigenvalue (λ_max)")
+        ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+        ax.set_title("Accuracy against sharpness (one dot a run)")
+        if outside:
+            ax.legend(frameon=False, fontsize=5.5, loc="upper left", bbox_to_anchor=(1.01, 1))
+        else:
+            ax.legend(frameon=False, fontsize=5.5)
+        fig.tight_layout()
+        return save(fig, out_dir, "fig_accuracy_vs_hessian"), None
+
+
+def all_figures(sweep: Sweep, rows: list[str], out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Every figure the sweep's data allows; notes for the ones left out."""
+    written: list[Path] = []
+    notes: list[str] = []
+    for draw in (
+        lambda: accuracy_vs(sweep, "alpha", rows, out_dir),
+        lambda: accuracy_vs(sweep, "rho", rows, out_dir),
+        lambda: training_curves(sweep, rows, out_dir),
+        lambda: surrogate_gap_curves(sweep, rows, out_dir),
+        lambda: hessian_eigenvalues(sweep, rows, out_dir),
+        lambda: accuracy_vs_hessian(sweep, rows, out_dir),
+    ):
+        files, note = draw()
+        written += files
+        if note:
+            notes.append(note)
+    return written, notes
+

@@ -1,0 +1,281 @@
+"""The 2-D illustration: SGD and SAM end in a sharp minimum, GSAM in a flat one.
+
+The paper's Figure 3 makes this point on a 2-D loss it does not publish, so this module uses a
+loss of our own (illustrative, not the paper's function):
+
+    f(w1, w2) = -1.4 exp(-(w1 - 1)^2 / (2 * 0.38^2)) - 0.6 exp(-(w1 + 1)^2 / (2 * 0.6^2))
+                + 0.1 w1^2 + 0.8 exp(0.9 w1) sqrt(w2^2 + 0.22^2)
+
+A valley along w2 = 0 holds a deep, sharp minimum near (0.94, 0) and a shallow, flat one near
+(-0.92, 0). Its walls grow steeper towards the sharp side (the exp(0.9 w1) factor), so the
+gradient norm falls towards the flat side. From the start (0.8, 2.2), with the same learning rate
+0.09 and rho 0.1 (constant: no schedule), SGD and SAM slide down into the sharp minimum. GSAM
+(alpha = 1) adds -alpha * g_perp to SAM's direction, a push along the slope towards lower
+surrogate gap, and reaches the flat minimum. All three are the package's real optimizers
+(`gsam_repro.optim.create_optimizer`); nothing here re-derives their update rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+START = (0.8, 2.2)
+LR = 0.09
+RHO = 0.1
+ALPHA = 1.0
+STEPS = 200
+OPTIMIZERS = ("sgd", "sam", "gsam")
+
+
+def loss(w: torch.Tensor) -> torch.Tensor:
+    """The toy loss at w (shape (..., 2)); works on batches of points."""
+    x, y = w[..., 0], w[..., 1]
+    sharp = -1.4 * torch.exp(-((x - 1.0) ** 2) / (2 * 0.38**2))
+    flat = -0.6 * torch.exp(-((x + 1.0) ** 2) / (2 * 0.6**2))
+    walls = 0.8 * torch.exp(0.9 * x) * torch.sqrt(y**2 + 0.22**2)
+    return sharp + flat + 0.1 * x**2 + walls
+
+
+def gradient(w: np.ndarray) -> np.ndarray:
+    """Gradient of the loss at one point, by autograd in float64."""
+    point = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(point), point)
+    return grad.numpy()
+
+
+def hessian(w: np.ndarray) -> np.ndarray:
+    """The exact 2x2 Hessian at w (autograd, float64)."""
+    point = torch.tensor(w, dtype=torch.float64)
+    return torch.autograd.functional.hessian(loss, point).numpy()
+
+
+def max_eigenvalue(w: np.ndarray) -> float:
+    """Largest eigenvalue of the 2x2 Hessian at w: the sharpness of the point."""
+    return float(np.linalg.eigvalsh(hessian(w)).max())
+
+
+def surrogate_gap(w: np.ndarray, rho: float = RHO, angles: int = 3600) -> float:
+    """h = max over |eps| = rho of f(w + eps) - f(w), on a dense circle of directions.
+
+    The optimizers use eps = rho g / |g|, a first-order guess at this worst case; at a minimum g
+    vanishes and its direction is noise, so the table reports the worst case itself, which is
+    about rho^2 lambda_max / 2 at a minimum."""
+    theta = torch.linspace(0.0, 2 * math.pi, angles + 1, dtype=torch.float64)[:-1]
+    centre = torch.tensor(w, dtype=torch.float64)
+    ring = centre + rho * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+    return float(loss(ring).max() - loss(centre))
+
+
+def gradient_flow_end(w: np.ndarray, lr: float = 0.02, steps: int = 1500) -> np.ndarray:
+    """Where small-step gradient descent from w settles: tells which basin w belongs to.
+
+    lr * lambda_max stays below 0.25 everywhere on the valley floor, so this follows the flow."""
+    point = torch.tensor(w, dtype=torch.float64)
+    for _ in range(steps):
+        point.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss(point), point)
+        point = (point - lr * grad).detach()
+    return point.numpy()
+
+
+@functools.cache
+def _minima() -> tuple[tuple[str, tuple[float, float]], ...]:
+    found = []
+    for name, guess in (("sharp", (0.95, 0.0)), ("flat", (-0.9, 0.0))):
+        point = np.array(guess, dtype=float)
+        for _ in range(50):
+            point = point - np.linalg.solve(hessian(point), gradient(point))
+        found.append((name, (float(point[0]), float(point[1]))))
+    return tuple(found)
+
+
+def minima() -> dict[str, np.ndarray]:
+    """The two minima, found by Newton's method from rough guesses."""
+    return {name: np.array(point) for name, point in _minima()}
+
+
+def basin(w: np.ndarray) -> str:
+    """'sharp' or 'flat': the minimum that gradient flow from w reaches."""
+    end = gradient_flow_end(w)
+    points = minima()
+    return min(points, key=lambda name: float(np.linalg.norm(end - points[name])))
+
+
+def trajectory(
+    name: str,
+    *,
+    start: tuple[float, float] = START,
+    steps: int = STEPS,
+    lr: float = LR,
+    rho: float = RHO,
+    alpha: float = ALPHA,
+) -> np.ndarray:
+    """Run one of the package's optimizers on the toy loss; returns the (steps + 1, 2) path."""
+    from gsam_repro.optim import create_optimizer
+
+    w = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+    settings: dict[str, float] = {"lr": lr}
+    if name == "sam":
+        settings["rho"] = rho
+    elif name == "gsam":
+        settings.update(rho_max=rho, rho_min=rho, alpha=alpha)
+    optimizer = create_optimizer(name, [w], **settings)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = loss(w)
+        value.backward()
+        return value
+
+    path = [w.detach().numpy().copy()]
+    for _ in range(steps):
+        optimizer.step(closure)
+        path.append(w.detach().numpy().copy())
+    return np.array(path)
+
+
+@dataclass
+class ToyResult:
+    """One optimizer's run: the path and what its end point looks like."""
+
+    optimizer: str
+    path: np.ndarray
+    loss: float
+    surrogate_gap: float
+    hessian_max_eig: float
+    basin: str
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.path[-1]
+
+
+def run_all(steps: int = STEPS) -> list[ToyResult]:
+    """SGD, SAM and GSAM from the same start with the same lr and rho."""
+    results = []
+    for name in OPTIMIZERS:
+        path = trajectory(name, steps=steps)
+        end = path[-1]
+        results.append(
+            ToyResult(
+                optimizer=name,
+                path=path,
+                loss=float(loss(torch.tensor(end, dtype=torch.float64))),
+                surrogate_gap=surrogate_gap(end),
+                hessian_max_eig=max_eigenvalue(end),
+                basin=basin(end),
+            )
+        )
+    return results
+
+
+def table_rows(results: list[ToyResult]) -> list[dict[str, object]]:
+    """The end-point table as plain rows (one per optimizer)."""
+    return [
+        {
+            "optimizer": r.optimizer.upper(),
+            "w1": round(float(r.end[0]), 4),
+            "w2": round(float(r.end[1]), 4),
+            "loss": round(r.loss, 4),
+            "surrogate_gap": round(r.surrogate_gap, 5),
+            "hessian_max_eig": round(r.hessian_max_eig, 3),
+            "basin": r.basin,
+        }
+        for r in results
+    ]
+
+
+def markdown_table(results: list[ToyResult]) -> str:
+    """The end-point table in Markdown."""
+    head = (
+        "| optimizer | final w1 | final w2 | loss | surrogate gap (rho = "
+        f"{RHO}) | Hessian max eigenvalue | basin |"
+    )
+    lines = [head, "|---|---:|---:|---:|---:|---:|---|"]
+    for row in table_rows(results):
+        lines.append(
+            f"| {row['optimizer']} | {row['w1']:.3f} | {row['w2']:.3f} | {row['loss']:.3f} | "
+            f"{row['surrogate_gap']:.4f} | {row['hessian_max_eig']:.2f} | {row['basin']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
+    """Contour plot of the loss with the three trajectories, as PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gsam_repro.report.figures import COLORS, paper_style
+
+    xs = np.linspace(-2.0, 2.0, 321)
+    ys = np.linspace(-0.7, 2.5, 257)
+    grid = torch.tensor(np.stack(np.meshgrid(xs, ys), axis=-1), dtype=torch.float64)
+    values = loss(grid).numpy()
+    points = minima()
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(3.4, 2.6))
+        levels = np.quantile(values, np.linspace(0.0, 1.0, 24) ** 2)
+        ax.contourf(xs, ys, values, levels=np.unique(levels), cmap="Greys_r", alpha=0.55)
+        ax.contour(xs, ys, values, levels=np.unique(levels), colors="0.35", linewidths=0.3)
+        for r in results:
+            ax.plot(r.path[:, 0], r.path[:, 1], "-o", ms=1.6, lw=0.9,
+                    color=COLORS.get(r.optimizer, "C0"), label=f"{r.optimizer.upper()} ({r.basin})")
+        ax.plot(*START, marker="*", color="black", ms=7, ls="none", label="start")
+        for name, point in points.items():
+            ax.annotate(
+                f"{name}\n$\\lambda_{{max}}$={max_eigenvalue(point):.1f}",
+                xy=point, xytext=(point[0], point[1] - 0.5), ha="center", fontsize=6.5,
+                arrowprops={"arrowstyle": "-", "lw": 0.5},
+            )
+        ax.set_xlabel("$w_1$")
+        ax.set_ylabel("$w_2$")
+        ax.set_ylim(-0.7, 2.5)
+        ax.set_title("Illustrative 2-D loss (ours, not the paper's)", fontsize=7.5)
+        ax.legend(loc="upper left", fontsize=6, framealpha=0.85)
+        fig.tight_layout()
+        written = []
+        for suffix in ("png", "pdf"):
+            path = out_dir / f"toy_trajectories.{suffix}"
+            tmp = path.with_name(f".{path.name}.tmp")
+            fig.savefig(tmp, format=suffix, dpi=200)
+            os.replace(tmp, path)
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def write_outputs(results: list[ToyResult], out_dir: str | Path) -> list[Path]:
+    """Write the figure, the Markdown table and a CSV into out_dir (atomically, file by file)."""
+    import csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = plot(results, out)
+    md = out / "toy_table.md"
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text(
+        "Illustrative 2-D loss (ours, not the paper's function); start "
+        f"{START}, lr {LR}, rho {RHO}, GSAM alpha {ALPHA}, {STEPS} steps.\n\n"
+        + markdown_table(results)
+    )
+    os.replace(tmp, md)
+    written.append(md)
+    rows = table_rows(results)
+    path = out / "toy_table.csv"
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    written.append(path)
+    return written
