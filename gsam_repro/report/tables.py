@@ -53,6 +53,8 @@ def welch_p(a: Iterable[float], b: Iterable[float]) -> float | None:
     b = np.asarray([v for v in b if np.isfinite(v)], dtype=float)
     if a.size < MIN_SEEDS_FOR_TEST or b.size < MIN_SEEDS_FOR_TEST:
         return None
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread on either side: t is undefined
+        return None
     p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return None if math.isnan(p) else p
 

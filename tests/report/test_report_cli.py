@@ -1,0 +1,164 @@
+"""`gsam-repro report` end to end on test-written parquet: files, figures, LaTeX that compiles,
+options from spec.yaml, and bad input that renders what it can instead of a traceback."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run, write_sweep
+
+from gsam_repro.cli import main
+from gsam_repro.results.gather import empty_runs
+
+OPTIMIZERS = ("sgd", "sam", "gsam", "weighted")
+
+
+def full_sweep(folder, seeds=3):
+    """Three seeds of four optimizers, an alpha grid, validation and Hessian values, history."""
+    rng = np.random.default_rng(0)
+    rows, history = [], []
+    for seed in range(seeds):
+        for i, name in enumerate(OPTIMIZERS):
+            for alpha in ((0.1, 0.3) if name == "gsam" else (None,)):
+                extra = {"optimizer__alpha": alpha} if alpha is not None else {}
+                acc = 90.0 + i + rng.normal(0, 0.3)
+                r = run(name, acc, seed, val_acc=acc - 1.0, hessian_max_eig=40.0 / (i + 1),
+                        **extra)
+                rows.append(r)
+                for epoch in range(1, 4):
+                    history.append({
+                        "run_id": r["run_id"], "epoch": epoch, "test_acc": acc * epoch / 3,
+                        "train_loss": 2.0 / epoch, "fwd_bwd_passes": r["fwd_bwd_passes"] * epoch,
+                        "wall_s": 3.0 * epoch,
+                        "surrogate_gap": None if name == "sgd" else 0.1 / epoch / (i + 1),
+                    })
+    return write_sweep(folder, rows, history)
+
+
+def test_report_writes_tables_and_figures(sweep_dir, capsys):
+    full_sweep(sweep_dir)
+    assert main(["report", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| model.name | sgd |" in out and "wrote" in out
+    report = sweep_dir / "report"
+    for name in ("comparison", "ablation_alpha", "gsam_vs_weighted", "selection", "cost"):
+        for suffix in ("md", "tex", "csv"):
+            assert (report / f"{name}.{suffix}").stat().st_size > 100
+    figures = ["fig_accuracy_vs_alpha", "fig_training_curves", "fig_surrogate_gap",
+               "fig_hessian_eigenvalue", "fig_accuracy_vs_hessian"]
+    import matplotlib.image
+
+    for name in figures:
+        assert (report / f"{name}.pdf").stat().st_size > 5_000
+        image = matplotlib.image.imread(report / f"{name}.png")
+        assert image.shape[0] > 300 and image.shape[1] > 500
+        assert image[..., :3].std() > 0.05  # drawn on, not blank
+    index = (report / "report.md").read_text()
+    assert "![fig_training_curves](fig_training_curves.png)" in index
+    assert not list(report.glob(".*tmp*"))  # no temporary files left behind
+    csv = pd.read_csv(report / "comparison.csv")
+    gsam = csv[csv["column"] == "gsam α=0.3"]
+    assert gsam["n"].iloc[0] == 3
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_tables_compile(sweep_dir, tmp_path):
+    full_sweep(sweep_dir)
+    assert main(["report", str(sweep_dir), "--no-figures"]) == 0
+    tex = sorted((sweep_dir / "report").glob("*.tex"))
+    assert len(tex) >= 5
+    body = "\n".join(f"\\input{{{path}}}\n\\bigskip\n" for path in tex)
+    document = tmp_path / "tables.tex"
+    document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
+                        "\\usepackage[margin=1cm,landscape]{geometry}\n"
+                        f"\\begin{{document}}\n\\small\n{body}\\end{{document}}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                             document.name], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "tables.pdf").stat().st_size > 1000
+
+
+def test_spec_options_and_command_line_override(sweep_dir, capsys):
+    full_sweep(sweep_dir)
+    (sweep_dir / "spec.yaml").write_text("name: sweep\nreport:\n  rows: [data.name]\n"
+                                         "  tables: [comparison, cost]\n  target: 60\n")
+    assert main(["report", str(sweep_dir), "--no-figures"]) == 0
+    assert "| data.name |" in capsys.readouterr().out
+    assert not (sweep_dir / "report" / "selection.md").exists()
+    cost = pd.read_csv(sweep_dir / "report" / "cost.csv")
+    assert set(cost.loc[cost["column"] == "target", "value"]) == {60.0}
+    assert main(["report", str(sweep_dir), "--no-figures", "--target", "70"]) == 0
+    cost = pd.read_csv(sweep_dir / "report" / "cost.csv")
+    assert set(cost.loc[cost["column"] == "target", "value"]) == {70.0}
+    (sweep_dir / "spec.yaml").write_text("report:\n  rowz: [data.name]\n")
+    assert main(["report", str(sweep_dir)]) == 2
+    assert "report.rowz: unknown key; did you mean rows?" in capsys.readouterr().err
+
+
+def test_spec_path_resolves_to_its_sweep_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    full_sweep(tmp_path / "results" / "mysweep", seeds=1)
+    spec = tmp_path / "mysweep.yaml"
+    spec.write_text("name: mysweep\nbase: {model: {name: small_cnn}}\n"
+                    "grid: {optimizer.name: [sgd]}\n")
+    assert main(["report", str(spec), "--no-figures"]) == 0
+    assert (tmp_path / "results" / "mysweep" / "report" / "comparison.md").is_file()
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_empty_parquet_says_so(sweep_dir, capsys):
+    sweep_dir.mkdir(parents=True)
+    empty_runs().to_parquet(sweep_dir / "runs.parquet", index=False)
+    assert main(["report", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "holds no runs" in out and "no table could be rendered" in out
+    assert "holds no runs" in (sweep_dir / "report" / "report.md").read_text()
+
+
+def test_one_seed_shows_n_1_and_no_std(sweep_dir):
+    full_sweep(sweep_dir, seeds=1)
+    assert main(["report", str(sweep_dir)]) == 0
+    text = (sweep_dir / "report" / "comparison.md").read_text()
+    assert "(1)" in text and "nan" not in text.lower() and "±" not in text.split("\n\n")[1]
+    assert "n/a" in text  # no t-test with one seed
+
+
+def test_older_schema_without_columns_renders_what_it_can(sweep_dir, capsys):
+    rows = [run(name, 90.0 + i, s) for i, name in enumerate(OPTIMIZERS) for s in range(3)]
+    drop = ("status", "val_acc", "hessian_max_eig", "optimizer.adaptive", "optimizer.base",
+            "schedule.epochs", "fwd_bwd_passes", "steps", "surrogate_gap")
+    write_sweep(sweep_dir, rows, drop=drop)
+    assert main(["report", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| small_cnn |" in out
+    assert "no status column" in out and "no history.parquet" in out
+    assert "Hessian eigenvalue figure left out" in out
+
+
+def test_missing_metric_column_is_a_note_not_a_traceback(sweep_dir, capsys):
+    write_sweep(sweep_dir, [run("sgd", 90.0, 0)], drop=("test_acc",))
+    assert main(["report", str(sweep_dir)]) == 0
+    assert "no test_acc column" in capsys.readouterr().out
+
+
+def test_not_done_runs_are_left_out_with_a_count(sweep_dir, capsys):
+    rows = [run("sgd", 90.0, s) for s in range(2)]
+    rows.append({**run("sam", None, 0), "status": "diverged"})
+    rows.append({**run("gsam", None, 0), "status": "failed"})
+    write_sweep(sweep_dir, rows)
+    assert main(["report", str(sweep_dir), "--no-figures"]) == 0
+    assert "2 of 4 runs not done and left out (1 diverged, 1 failed)" in capsys.readouterr().out
+
+
+def test_user_mistakes_exit_2_with_one_line(sweep_dir, tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no such" in capsys.readouterr().err
+    sweep_dir.mkdir(parents=True)
+    assert main(["report", str(sweep_dir)]) == 2
+    assert "gsam-repro gather" in capsys.readouterr().err
+    full_sweep(sweep_dir, seeds=1)
+    assert main(["report", str(sweep_dir), "--rows", "optimizer.rhoo"]) == 2
+    assert "did you mean optimizer.rho" in capsys.readouterr().err

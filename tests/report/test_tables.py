@@ -1,0 +1,166 @@
+"""Tables from parquet files written here with known values, checked against numpy, scipy and
+hand computation."""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import run, write_sweep
+from scipy import stats
+
+from gsam_repro.report import tables
+from gsam_repro.report.load import load_sweep
+
+SGD = [90.0, 91.0, 92.5]
+SAM = [92.0, 92.5, 93.5]
+GSAM = [94.0, 94.5, 95.5]
+
+
+def comparison_rows():
+    rows = []
+    for seed, (a, b, c) in enumerate(zip(SGD, SAM, GSAM, strict=True)):
+        rows += [run("sgd", a, seed), run("sam", b, seed), run("gsam", c, seed)]
+        # compute-matched SGD: twice the SAM-family epochs
+        rows.append(run("sgd", a + 0.5, seed, schedule__epochs=6))
+    # a second model where formatted strings would sort wrongly ("9.50" > "10.20")
+    rows += [run("sgd", 9.5, s, model__name="tiny") for s in range(2)]
+    rows += [run("gsam", 10.2, 0, model__name="tiny")]
+    return rows
+
+
+def test_comparison_means_stds_bold_and_welch(sweep_dir):
+    sweep = load_sweep(write_sweep(sweep_dir, comparison_rows()))
+    table = tables.comparison(sweep, ["model.name"])
+    assert table.columns[:4] == ["sgd", "sgd 2× epochs", "sam", "gsam"]
+    row = ("small_cnn",)
+    for column, values in (("sgd", SGD), ("sam", SAM), ("gsam", GSAM)):
+        cell = table.get(row, column)
+        assert cell.n == 3
+        assert cell.value == pytest.approx(np.mean(values))
+        assert cell.std == pytest.approx(np.std(values, ddof=1))
+    assert table.get(row, "sgd 2× epochs").value == pytest.approx(np.mean(SGD) + 0.5)
+    assert [c for c in table.columns if table.get(row, c) and table.get(row, c).bold] == ["gsam"]
+
+    expected_p = stats.ttest_ind(GSAM, SAM, equal_var=False).pvalue
+    p_cell = table.get(row, "p (gsam vs sam)")
+    assert p_cell.value == pytest.approx(expected_p)
+    assert (table.get(row, "gsam").mark == "†") == (expected_p < 0.05)
+    assert expected_p < 0.05  # the data were chosen so the marker must show
+
+    tiny = ("tiny",)
+    assert table.get(tiny, "gsam").bold and not table.get(tiny, "sgd").bold
+    assert table.get(tiny, "gsam").std is None and table.get(tiny, "gsam").n == 1
+    assert any("compute-matched" in note for note in table.notes)
+
+    markdown = table.to_markdown()
+    assert "**94.67 ± 0.76 (3) †**" in markdown
+    assert "10.20 (1)" in markdown and "nan" not in markdown.lower()
+
+
+def test_welch_t_test_by_hand():
+    a, b = [1.0, 2.0, 4.0], [2.0, 5.0, 7.0, 9.0]
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    t = (np.mean(a) - np.mean(b)) / math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)
+    expected = 2 * stats.t.sf(abs(t), dof)
+    assert tables.welch_p(a, b) == pytest.approx(expected)
+    assert tables.welch_p(a[:2], b) is None  # n < 3: no test
+
+
+def test_no_marker_without_three_seeds(sweep_dir):
+    rows = [run("sam", 90.0 + s, s) for s in range(2)] + [run("gsam", 99.0 + s, s)
+                                                           for s in range(2)]
+    table = tables.comparison(load_sweep(write_sweep(sweep_dir, rows)), ["model.name"])
+    assert table.get(("small_cnn",), "gsam").mark == ""
+    assert table.get(("small_cnn",), "p (gsam vs sam)").text == "n/a"
+
+
+def test_table1_paper_beside_ours_with_deltas(sweep_dir):
+    vanilla, sam, gsam = [76.1, 76.3], [77.0, 77.4, 77.2], [77.0, 77.1, 77.8]
+    rows = [run("sgd", v, s, model__name="resnet50") for s, v in enumerate(vanilla)]
+    rows += [run("sam", v, s, model__name="resnet50") for s, v in enumerate(sam)]
+    rows += [run("gsam", v, s, model__name="resnet50", optimizer__rho_max=0.04,
+                 optimizer__rho_min=0.02, optimizer__alpha=0.01) for s, v in enumerate(gsam)]
+    rows += [run("gsam", 50.0, 0, model__name="small_cnn")]
+    table = tables.table1(load_sweep(write_sweep(sweep_dir, rows)))
+    row = ("resnet50",)
+    assert table.get(row, "vanilla paper").value == 76.0
+    assert table.get(row, "vanilla Δ").value == pytest.approx(np.mean(vanilla) - 76.0)
+    assert table.get(row, "sam Δ").value == pytest.approx(np.mean(sam) - 76.9)
+    assert table.get(row, "gsam Δ").value == pytest.approx(np.mean(gsam) - 77.2)
+    assert table.get(row, "gsam ours").bold  # 77.30 beats 77.20 on the numbers
+    assert not table.get(row, "sam ours").bold
+    assert not any("Table 4 uses" in n for n in table.notes)  # our GSAM matches Table 4
+    assert table.get(("small_cnn",), "gsam paper").value is None
+    assert any("no paper number for small_cnn" in n for n in table.notes)
+    assert "+0.10" in table.to_markdown()  # gsam: 77.30 - 77.2
+
+
+def test_ablation_over_alpha_and_rho(sweep_dir):
+    values = {0.1: [90.0, 90.4], 0.3: [91.0, 91.6], 0.6: [89.0, 89.2]}
+    rows = [run("gsam", acc, s, optimizer__alpha=alpha)
+            for alpha, accs in values.items() for s, acc in enumerate(accs)]
+    rows += [run("sam", 88.0 + rho * 10, s, optimizer__rho=rho)
+             for rho in (0.05, 0.1) for s in range(2)]
+    sweep = load_sweep(write_sweep(sweep_dir, rows))
+    alpha = tables.ablation(sweep, "alpha", ["model.name"])
+    assert alpha.rows == [(0.1,), (0.3,), (0.6,)]
+    for value, accs in values.items():
+        assert alpha.get((value,), "gsam").value == pytest.approx(np.mean(accs))
+    assert alpha.get((0.3,), "gsam").bold and not alpha.get((0.1,), "gsam").bold
+    rho = tables.ablation(sweep, "rho", ["model.name"])
+    assert rho.get((0.1,), "sam").value == pytest.approx(89.0)
+    # GSAM's alphas stay apart (never pooled): one column each
+    assert rho.get((0.05,), "gsam α=0.3").value == pytest.approx(np.mean(values[0.3]))
+    assert rho.get((0.05,), "gsam") is None
+
+
+def test_gsam_vs_weighted_at_matched_lambda(sweep_dir):
+    gsam = [91.0, 91.5, 92.0]
+    weighted = [90.0, 90.2, 90.1]
+    rows = [run("gsam", v, s, optimizer__alpha=0.3) for s, v in enumerate(gsam)]
+    rows += [run("weighted", v, s, optimizer__lam=0.3) for s, v in enumerate(weighted)]
+    rows += [run("weighted", 99.0, 0, optimizer__lam=0.9)]  # no GSAM at alpha 0.9: not shown
+    table = tables.gsam_vs_weighted(load_sweep(write_sweep(sweep_dir, rows)), ["model.name"])
+    assert table.rows == [("small_cnn", 0.05, 0.3)]
+    label = table.rows[0]
+    assert table.get(label, "Δ (GSAM − f_p + λh)").value == pytest.approx(
+        np.mean(gsam) - np.mean(weighted))
+    assert table.get(label, "p").value == pytest.approx(
+        stats.ttest_ind(gsam, weighted, equal_var=False).pvalue)
+    assert table.get(label, "GSAM").bold
+
+
+def test_selection_picks_on_validation_and_reports_test(sweep_dir):
+    # alpha 0.1 has the better test accuracy, alpha 0.3 the better validation accuracy
+    rows = [run("gsam", 95.0, s, optimizer__alpha=0.1, val_acc=80.0 + s) for s in range(2)]
+    rows += [run("gsam", 85.0 + s, s, optimizer__alpha=0.3, val_acc=82.0 + s) for s in range(2)]
+    rows += [run("sgd", 80.0, s, val_acc=70.0) for s in range(2)]
+    table = tables.selection(load_sweep(write_sweep(sweep_dir, rows)), ["model.name"])
+    label = ("small_cnn", "gsam")
+    assert table.get(label, "selected setting").text == "α=0.3"
+    assert table.get(label, "test_acc").value == pytest.approx(85.5)
+    assert table.get(label, "settings tried").value == 2
+    refused = tables.selection(load_sweep(sweep_dir), ["model.name"], select_on="test_acc")
+    assert refused.empty and "not honest" in refused.notes[0]
+
+
+def test_cost_to_target_from_history(sweep_dir):
+    sgd, sam = run("sgd", 90.0, 0), run("sam", 95.0, 0)
+    history = []
+    for r, passes, accs in ((sgd, 100, [50.0, 70.0, 90.0]), (sam, 200, [60.0, 80.0, 95.0])):
+        for epoch, acc in enumerate(accs, 1):
+            history.append({"run_id": r["run_id"], "epoch": epoch, "test_acc": acc,
+                            "fwd_bwd_passes": passes * epoch, "wall_s": 2.0 * epoch})
+    sweep = load_sweep(write_sweep(sweep_dir, [sgd, sam], history))
+    table = tables.cost(sweep, ["model.name"], target=80.0)
+    assert table.get(("small_cnn", "sgd"), "passes to target").value == 300  # epoch 3
+    assert table.get(("small_cnn", "sam"), "passes to target").value == 400  # epoch 2
+    assert table.get(("small_cnn", "sam"), "wall to target (s)").value == 4.0
+    assert table.get(("small_cnn", "sam"), "passes / step").value == 2.0
+    assert table.get(("small_cnn", "sgd"), "reached").text == "1/1"
+    missed = tables.cost(sweep, ["model.name"], target=92.0)
+    assert missed.get(("small_cnn", "sgd"), "passes to target").text == "not reached"
+    # default target: the lower of the two runs' best accuracies, 90.0
+    default = tables.cost(sweep, ["model.name"])
+    assert default.get(("small_cnn", "sgd"), "target").value == 90.0
