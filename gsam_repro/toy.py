@@ -224,8 +224,8 @@ def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
     with paper_style():
         fig, ax = plt.subplots(figsize=(3.4, 2.6))
         levels = np.quantile(values, np.linspace(0.0, 1.0, 24) ** 2)
-        ax.contourf(xs, ys, values, levels=np.unique(levels), cmap="Greys_r", alpha=0.55)
-        ax.contour(xs, ys, values, levels=np.unique(levels), colors="0.35", linewidths=0.3)
+        ax.contourf(xs, ys, values, levels=np.unique(levels), cmap="Greys_r", alpha=0.35)
+        ax.contour(xs, ys, values, levels=np.unique(levels), colors="0.45", linewidths=0.3)
         for r in results:
             ax.plot(r.path[:, 0], r.path[:, 1], "-o", ms=1.6, lw=0.9,
                     color=COLORS.get(r.optimizer, "C0"), label=f"{r.optimizer.upper()} ({r.basin})")
@@ -235,6 +235,7 @@ def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
                 f"{name}\n$\\lambda_{{max}}$={max_eigenvalue(point):.1f}",
                 xy=point, xytext=(point[0], point[1] - 0.5), ha="center", fontsize=6.5,
                 arrowprops={"arrowstyle": "-", "lw": 0.5},
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
             )
         ax.set_xlabel("$w_1$")
         ax.set_ylabel("$w_2$")
