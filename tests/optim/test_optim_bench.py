@@ -37,6 +37,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path, keep_threads, capsys):
         whole["step_ms"]["gsam"] / whole["step_ms"]["sam"])
     assert all(len(v) == 2 for v in whole["step_samples_ms"].values())  # --quick: 2 repeats
     assert "sam/sgd" in capsys.readouterr().out
+    assert set(whole["ratios_from_minimums"]) == set(whole["ratios"])
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
 
 
