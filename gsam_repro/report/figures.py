@@ -201,8 +201,10 @@ def _draw_lines(ax, lines, used: dict[str, str]) -> None:
     _integer_epochs(ax)
 
 
-def _all_positive(lines) -> bool:
-    return all((m[np.isfinite(m)] > 0).all() for _, _, _, m, _ in lines)
+def _wants_log(lines) -> bool:
+    """Log scale when every mean is positive and they span at least a factor of ten."""
+    values = np.concatenate([m[np.isfinite(m)] for _, _, _, m, _ in lines])
+    return bool(values.size and (values > 0).all() and values.max() / values.min() >= 10)
 
 
 def training_curves(sweep: Sweep, rows: list[str], out_dir: Path
@@ -227,7 +229,7 @@ def training_curves(sweep: Sweep, rows: list[str], out_dir: Path
             _draw_lines(ax, lines, used)
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
-        if loss and _all_positive(loss):
+        if loss and _wants_log(loss):
             axes[0].set_yscale("log")
         axes[0].set_title("Training loss")
         axes[1].set_title("Test accuracy")
@@ -251,7 +253,7 @@ def surrogate_gap_curves(sweep: Sweep, rows: list[str], out_dir: Path
     with paper_style():
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
         _draw_lines(ax, lines, used)
-        if _all_positive(lines):
+        if _wants_log(lines):
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("surrogate gap h = f_p − f")

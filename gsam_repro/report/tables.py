@@ -245,8 +245,11 @@ def _significance(table: Table, df: pd.DataFrame, rows: list[str], metric: str,
                 if cell is not None:
                     cell.mark = SIG_MARK
     if tested:
-        table.notes.append(f"{SIG_MARK}: GSAM differs from SAM at p < {SIGNIFICANCE} "
-                           f"(Welch's t-test over seeds, n ≥ {MIN_SEEDS_FOR_TEST} each)")
+        marked = any(c.mark == SIG_MARK for c in table.cells.values())
+        table.notes.append(
+            (f"{SIG_MARK}: GSAM differs from SAM at p < {SIGNIFICANCE}" if marked else
+             f"GSAM vs SAM: no difference at p < {SIGNIFICANCE}")
+            + f" (Welch's t-test over seeds, n ≥ {MIN_SEEDS_FOR_TEST} each)")
     if untested:
         table.notes.append(f"p = n/a: fewer than {MIN_SEEDS_FOR_TEST} seeds on a side (or no "
                            "spread on either), so no t-test")
@@ -488,7 +491,10 @@ def gsam_vs_weighted(sweep: Sweep, rows: list[str], metric: str = "test_acc") ->
         if len(decays):
             table.notes.append("GSAM's ρ follows the lr from ρ_max to ρ_min; matched on ρ_max")
     if tested:
-        table.notes.append(f"{SIG_MARK}: p < {SIGNIFICANCE}, Welch's t-test over seeds")
+        marked = any(c.mark == SIG_MARK for c in table.cells.values())
+        table.notes.append((f"{SIG_MARK}: p < {SIGNIFICANCE}" if marked else
+                            f"no difference at p < {SIGNIFICANCE}")
+                           + ", Welch's t-test over seeds")
     _seed_note(table)
     return table
 
