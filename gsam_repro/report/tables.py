@@ -601,16 +601,14 @@ def cost(sweep: Sweep, rows: list[str], target: float | None = None,
                 table.set(label, f"final {metric}", stat_cell(runs[metric]))
             if sub_history is None or row_target is None:
                 continue
-            reached_passes, reached_wall = [], []
-            for run_id in runs["run_id"]:
-                curve = sub_history[sub_history["run_id"] == run_id].sort_values("epoch")
-                hit = curve[curve[metric] >= row_target]
-                if len(hit):
-                    reached_passes.append(float(hit.iloc[0]["fwd_bwd_passes"]))
-                    reached_wall.append(float(hit.iloc[0]["wall_s"]))
+            hits = sub_history[sub_history["run_id"].isin(set(runs["run_id"]))
+                               & (sub_history[metric] >= row_target)]
+            first = hits.sort_values("epoch").drop_duplicates("run_id", keep="first")
+            reached_passes = first["fwd_bwd_passes"].to_numpy(dtype=float)
+            reached_wall = first["wall_s"].to_numpy(dtype=float)
             table.set(label, "target", Cell(value=row_target))
             table.set(label, "reached", Cell(text=f"{len(reached_passes)}/{len(runs)}"))
-            if reached_passes:
+            if len(reached_passes):
                 table.set(label, "passes to target",
                           Cell(value=float(np.median(reached_passes)), kind="int"))
                 table.set(label, "wall to target (s)",
