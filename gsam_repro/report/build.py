@@ -122,9 +122,10 @@ def _wanted(sweep: Sweep, options: ReportOptions) -> list[str]:
     df = sweep.done
     wanted = ["comparison"]
     if "model.name" in df.columns:
-        keys = {paper.model_key(m) for m in df["model.name"].dropna().unique()}
-        if keys & set(paper.models()):
+        imagenet, _ = tables.imagenet_runs(df)
+        if {paper.model_key(m) for m in imagenet["model.name"].dropna()} & set(paper.models()):
             wanted.insert(0, "table1")
+        keys = {paper.model_key(m) for m in df["model.name"].dropna().unique()}
         if "wrn16_8" in keys:
             wanted.append("cifar10_wrn16_8")
     wanted += ["ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost"]

@@ -29,6 +29,7 @@ from gsam_repro.report.render import Cell, Table
 SIGNIFICANCE = 0.05
 MIN_SEEDS_FOR_TEST = 3
 SIG_MARK = "†"
+IMAGENET_DATA = ("imagefolder", "imagenet")  # data.name values Table 1 compares with the paper
 METRIC_LABELS = {"test_acc": "test acc (%)", "val_acc": "val acc (%)",
                  "best_test_acc": "best test acc (%)", "test_top5": "test top-5 (%)"}
 
@@ -266,6 +267,13 @@ def table1(sweep: Sweep, dataset: str = "imagenet", metric: str = "test_acc",
     df = sweep.done
     if not _require(sweep, table, df, ["model.name", "optimizer.name", metric], "Table 1"):
         return table
+    df, left = imagenet_runs(df)
+    if left:
+        table.notes.append(f"{left} runs on other data than ImageNet (data.name not "
+                           f"{' or '.join(IMAGENET_DATA)}) left out: the paper's numbers are "
+                           "ImageNet top-1")
+    if df.empty:
+        return table
     df = df.assign(method=[paper.method_key(v) for v in df["optimizer.name"]])
     adaptive = df["variant"].str.contains(r"\(", regex=True)
     if adaptive.any():
@@ -314,6 +322,15 @@ def table1(sweep: Sweep, dataset: str = "imagenet", metric: str = "test_acc",
     table.notes.append("Δ = ours − paper (percentage points)")
     _seed_note(table)
     return table
+
+
+def imagenet_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The runs Table 1 may compare with the paper (ImageNet data), and how many were not.
+    Without a data.name column (an older schema) every run counts."""
+    if "data.name" not in df.columns:
+        return df, 0
+    keep = df["data.name"].astype("string").fillna("").str.lower().isin(IMAGENET_DATA)
+    return df[keep], int((~keep).sum())
 
 
 def _table1_cell(table: Table, runs: pd.DataFrame, model: str, method: str, metric: str,

@@ -77,12 +77,15 @@ def test_no_marker_without_three_seeds(sweep_dir):
 
 def test_table1_paper_beside_ours_with_deltas(sweep_dir):
     vanilla, sam, gsam = [76.1, 76.3], [77.0, 77.4, 77.2], [77.0, 77.1, 77.8]
-    rows = [run("sgd", v, s, model__name="resnet50") for s, v in enumerate(vanilla)]
-    rows += [run("sam", v, s, model__name="resnet50") for s, v in enumerate(sam)]
-    rows += [run("gsam", v, s, model__name="resnet50", optimizer__rho_max=0.04,
-                 optimizer__rho_min=0.02, optimizer__alpha=0.01) for s, v in enumerate(gsam)]
-    rows += [run("gsam", 50.0, 0, model__name="small_cnn")]
+    imagenet = {"model__name": "resnet50", "data__name": "imagefolder"}
+    rows = [run("sgd", v, s, **imagenet) for s, v in enumerate(vanilla)]
+    rows += [run("sam", v, s, **imagenet) for s, v in enumerate(sam)]
+    rows += [run("gsam", v, s, optimizer__rho_max=0.04, optimizer__rho_min=0.02,
+                 optimizer__alpha=0.01, **imagenet) for s, v in enumerate(gsam)]
+    rows += [run("gsam", 50.0, 0, model__name="small_cnn", data__name="imagefolder")]
+    rows += [run("gsam", 99.0, 0, model__name="resnet50", data__name="cifar10")]
     table = tables.table1(load_sweep(write_sweep(sweep_dir, rows)))
+    assert any("1 runs on other data than ImageNet" in n for n in table.notes)
     row = ("resnet50",)
     assert table.get(row, "vanilla paper").value == 76.0
     assert table.get(row, "vanilla Δ").value == pytest.approx(np.mean(vanilla) - 76.0)
