@@ -172,7 +172,19 @@ def build(sweep_dir: str | Path, options: ReportOptions | None = None,
         report.files += figure_files
         report.left_out += notes
     report.files.append(_write_index(sweep, report, figure_files, out))
+    _remove_stale(out, report.files)
     return report
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    """Delete tables and figures an earlier report wrote that this one did not (a table whose
+    data is gone must not linger beside the new ones). Only our own file names are touched."""
+    keep = {path.name for path in written}
+    ours = [f"{name}.{suffix}" for name in TABLES for suffix in ("md", "tex", "csv")]
+    ours += [path.name for path in out.glob("fig_*.png")] + [p.name for p in out.glob("fig_*.pdf")]
+    for name in ours:
+        if name not in keep:
+            (out / name).unlink(missing_ok=True)
 
 
 def _write_index(sweep: Sweep, report: Report, figure_files: list[Path], out: Path) -> Path:

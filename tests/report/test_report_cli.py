@@ -83,11 +83,13 @@ def test_latex_tables_compile(sweep_dir, tmp_path):
 
 def test_spec_options_and_command_line_override(sweep_dir, capsys):
     full_sweep(sweep_dir)
+    assert main(["report", str(sweep_dir)]) == 0  # a full report first: its extra files go
     (sweep_dir / "spec.yaml").write_text("name: sweep\nreport:\n  rows: [data.name]\n"
                                          "  tables: [comparison, cost]\n  target: 60\n")
     assert main(["report", str(sweep_dir), "--no-figures"]) == 0
     assert "| data.name |" in capsys.readouterr().out
     assert not (sweep_dir / "report" / "selection.md").exists()
+    assert not (sweep_dir / "report" / "fig_training_curves.png").exists()
     cost = pd.read_csv(sweep_dir / "report" / "cost.csv")
     assert set(cost.loc[cost["column"] == "target", "value"]) == {60.0}
     assert main(["report", str(sweep_dir), "--no-figures", "--target", "70"]) == 0
