@@ -156,7 +156,12 @@ def build(sweep_dir: str | Path, options: ReportOptions | None = None,
         "cost": lambda: tables.cost(sweep, rows, options.target, options.target_metric),
     }
     for name in _wanted(sweep, options):
-        table = builders[name]()
+        try:
+            table = builders[name]()
+        except Exception as err:  # odd data must not cost the rest of the report
+            report.left_out.append(f"{name} failed ({type(err).__name__}: {err}); please report "
+                                   "it with the parquet files")
+            continue
         if table.empty:
             if requested or name in ("comparison", "table1"):
                 report.left_out += table.notes or [f"{name}: nothing to show"]

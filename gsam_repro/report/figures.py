@@ -351,6 +351,8 @@ def all_figures(sweep: Sweep, rows: list[str], out_dir: Path) -> tuple[list[Path
     """Every figure the sweep's data allows; notes for the ones left out."""
     written: list[Path] = []
     notes: list[str] = []
+    if "optimizer.name" not in sweep.done.columns:
+        return [], ["figures left out: runs.parquet has no optimizer.name column"]
     for draw in (
         lambda: accuracy_vs(sweep, "alpha", rows, out_dir),
         lambda: accuracy_vs(sweep, "rho", rows, out_dir),
@@ -359,7 +361,10 @@ def all_figures(sweep: Sweep, rows: list[str], out_dir: Path) -> tuple[list[Path
         lambda: hessian_eigenvalues(sweep, rows, out_dir),
         lambda: accuracy_vs_hessian(sweep, rows, out_dir),
     ):
-        files, note = draw()
+        try:
+            files, note = draw()
+        except Exception as err:  # odd data must not cost the rest of the report
+            files, note = [], f"a figure failed ({type(err).__name__}: {err}); please report it"
         written += files
         if note:
             notes.append(note)

@@ -382,6 +382,8 @@ def cifar10_paper(sweep: Sweep, metric: str = "test_acc") -> Table:
         table.notes.append("no CIFAR-10 WRN-16-8 runs")
         return table
     methods = {"sgd": "sgd", "sam": "sam", "sam(asam)": "asam", "gsam": "gsam"}
+    for method in methods.values():
+        table.columns += [f"{method} ours", f"{method} paper", f"{method} Δ"]
     row = ("wrn16_8",)
     errors = []
     for variant, method in methods.items():

@@ -58,6 +58,7 @@ def test_report_writes_tables_and_figures(sweep_dir, capsys):
     index = (report / "report.md").read_text()
     assert "![fig_training_curves](fig_training_curves.png)" in index
     assert not list(report.glob(".*tmp*"))  # no temporary files left behind
+    assert "failed (" not in index  # no builder fell back on its safety net
     csv = pd.read_csv(report / "comparison.csv")
     gsam = csv[csv["column"] == "gsam α=0.3"]
     assert gsam["n"].iloc[0] == 3
@@ -138,6 +139,15 @@ def test_older_schema_without_columns_renders_what_it_can(sweep_dir, capsys):
     assert "| small_cnn |" in out
     assert "no status column" in out and "no history.parquet" in out
     assert "Hessian eigenvalue figure left out" in out
+
+
+def test_missing_optimizer_name_is_a_note_not_a_traceback(sweep_dir, capsys):
+    rows = [run(n, 90.0 + s, s, hessian_max_eig=3.0) for n in OPTIMIZERS for s in range(3)]
+    write_sweep(sweep_dir, rows, [{"run_id": r["run_id"], "epoch": 1, "test_acc": 50.0}
+                                  for r in rows], drop=("optimizer.name",))
+    assert main(["report", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "no optimizer.name column" in out and "failed (" not in out
 
 
 def test_missing_metric_column_is_a_note_not_a_traceback(sweep_dir, capsys):

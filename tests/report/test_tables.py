@@ -167,3 +167,18 @@ def test_cost_to_target_from_history(sweep_dir):
     # default target: the lower of the two runs' best accuracies, 90.0
     default = tables.cost(sweep, ["model.name"])
     assert default.get(("small_cnn", "sgd"), "target").value == 90.0
+
+
+def test_cifar10_wrn_errors_beside_the_published_ones(sweep_dir):
+    accs = [97.4, 97.6, 97.5]
+    cifar = {"model__name": "wrn16_8", "data__name": "cifar10"}
+    rows = [run("gsam", a, s, **cifar) for s, a in enumerate(accs)]
+    rows += [run("sam", 97.0, s, optimizer__adaptive="asam", **cifar) for s in range(2)]
+    table = tables.cifar10_paper(load_sweep(write_sweep(sweep_dir, rows)))
+    row = ("wrn16_8",)
+    error = 100.0 - np.mean(accs)
+    assert table.get(row, "gsam ours").value == pytest.approx(error)
+    assert table.get(row, "gsam Δ").value == pytest.approx(error - 2.45)
+    assert table.get(row, "asam Δ").value == pytest.approx(3.0 - 2.55)
+    assert table.get(row, "gsam ours").bold  # lower error is better
+    assert table.get(row, "sgd paper").value == 3.20 and table.get(row, "sgd ours") is None
