@@ -118,7 +118,7 @@ def accuracy_vs(sweep: Sweep, over: str, rows: list[str], out_dir: Path,
     """Accuracy against alpha (GSAM) or rho (SAM family), mean ± std band over seeds."""
     import matplotlib.pyplot as plt
 
-    from gsam_repro.report.tables import _rho_value, column_labels, groups
+    from gsam_repro.report.tables import _rho_value, column_labels, groups, tied_settings
 
     df = sweep.done
     symbol = {"alpha": "α", "rho": "ρ"}[over]
@@ -140,6 +140,7 @@ def accuracy_vs(sweep: Sweep, over: str, rows: list[str], out_dir: Path,
     if df["_x"].nunique() < 2:
         return [], f"accuracy vs {symbol} left out: fewer than two {symbol} values"
     keys = [k for k in rows if k in df.columns]
+    exclude += tied_settings(df, "_x", exclude=[*keys, *exclude])
     df = df.assign(_label=column_labels(df, keys, exclude=exclude))
     parts = groups(df, keys)
     several = len(parts) > 1

@@ -415,6 +415,21 @@ def _rho_value(df: pd.DataFrame) -> pd.Series:
     return rho.astype("float64")
 
 
+def tied_settings(df: pd.DataFrame, value: str, exclude: Iterable[str] = ()) -> list[str]:
+    """Settings that vary in the sweep but take one value for each value of `value` within a
+    variant (GSAM's rho_min set to rho_max / 2 in a rho sweep): they follow the swept value,
+    so they are rows' properties, not separate columns."""
+    tied = []
+    for key in setting_columns(df, exclude=[*exclude, "schedule.epochs"]):
+        text = df[key].astype("string").fillna("<NA>")
+        if text.groupby(df["variant"]).nunique().max() < 2:  # constant within every variant
+            continue
+        per_value = text.groupby([df["variant"], df[value]]).nunique()
+        if per_value.max() <= 1:
+            tied.append(key)
+    return tied
+
+
 def ablation(sweep: Sweep, over: str, rows: list[str], metric: str = "test_acc") -> Table:
     """Accuracy over one hyper-parameter: `over` = "alpha" (GSAM) or "rho" (SAM family; GSAM's
     rho is its rho_max). Rows the values, columns the variants; best of each column bold."""
@@ -438,7 +453,11 @@ def ablation(sweep: Sweep, over: str, rows: list[str], metric: str = "test_acc")
         table.notes.append(f"{symbol} ablation left out: the sweep has fewer than two {symbol} "
                            "values")
         return table
-    labels = column_labels(df, rows, exclude=exclude)
+    tied = tied_settings(df, "_value", exclude=[*rows, *exclude])
+    if tied:
+        table.notes.append(f"{', '.join(short_name(k) for k in tied)} changes with {symbol} "
+                           "(one value per row)")
+    labels = column_labels(df, rows, exclude=[*exclude, *tied])
     group_text = {}
     for row_label, sub in groups(df, rows):
         text = ", ".join(format_value(v) for v in row_label)

@@ -182,3 +182,12 @@ def test_cifar10_wrn_errors_beside_the_published_ones(sweep_dir):
     assert table.get(row, "asam Δ").value == pytest.approx(3.0 - 2.55)
     assert table.get(row, "gsam ours").bold  # lower error is better
     assert table.get(row, "sgd paper").value == 3.20 and table.get(row, "sgd ours") is None
+
+
+def test_rho_ablation_keeps_rho_min_that_follows_rho_max_in_one_column(sweep_dir):
+    rows = [run("gsam", 90.0 + 10 * rho + s, s, optimizer__rho_max=rho,
+                optimizer__rho_min=rho / 2) for rho in (0.05, 0.1) for s in range(2)]
+    table = tables.ablation(load_sweep(write_sweep(sweep_dir, rows)), "rho", ["model.name"])
+    assert table.columns == ["gsam"]
+    assert table.get((0.1,), "gsam").value == pytest.approx(91.5)
+    assert any("ρ_min changes with ρ" in n for n in table.notes)
