@@ -111,6 +111,13 @@ def test_spec_path_resolves_to_its_sweep_dir(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "results" / "mysweep" / "report" / "comparison.md").is_file()
 
 
+def test_command_line_knows_every_table():
+    from gsam_repro.report.build import TABLES
+    from gsam_repro.report.cli import TABLE_NAMES
+
+    assert TABLE_NAMES == TABLES
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_empty_parquet_says_so(sweep_dir, capsys):
     sweep_dir.mkdir(parents=True)
