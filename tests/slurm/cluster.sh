@@ -2,7 +2,8 @@
 # A single-node SLURM cluster on localhost, in a folder of its own, for the `slurm` test tier.
 #
 #   tests/slurm/cluster.sh up   DIR   # start munged, MariaDB, slurmdbd, slurmctld, slurmd
-#   tests/slurm/cluster.sh down DIR   # stop exactly the processes `up` started (by recorded pid)
+#   tests/slurm/cluster.sh down DIR   # cancel its jobs, then stop exactly the daemons `up`
+#                                     # started (by recorded pid)
 #   tests/slurm/cluster.sh env  DIR   # print the `export SLURM_CONF=...` line for clients
 #
 # Needs the Debian packages slurm-wlm, slurmdbd and mariadb-server (root, no systemd needed).
@@ -45,7 +46,27 @@ stop_pidfile() {  # stop the process recorded in a pid file, TERM then KILL
   rm -f "$file"
 }
 
+cancel_jobs() {
+  # Every job of this private cluster was submitted to it by its users here: cancel them all
+  # (by job id) and give them KillWait to end, so no training process outlives the cluster.
+  [ -f "$etc/slurm.conf" ] && [ -f "$pids/slurmctld.pid" ] || return 0
+  kill -0 "$(cat "$pids/slurmctld.pid")" 2>/dev/null || return 0
+  export SLURM_CONF=$etc/slurm.conf
+  local ids
+  ids=$(timeout 10 squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ') || return 0
+  [ -n "${ids// /}" ] || return 0
+  echo "slurm cluster: cancelling jobs $ids"
+  # shellcheck disable=SC2086 # one argument per job id
+  timeout 10 scancel $ids || true
+  for _ in $(seq 200); do
+    [ -z "$(timeout 5 squeue -h -o %A 2>/dev/null)" ] && return 0
+    sleep 0.1
+  done
+  echo "slurm cluster: jobs still ending after 20 s: $(squeue -h -o %A | tr '\n' ' ')" >&2
+}
+
 down() {
+  cancel_jobs
   # reverse start order; each pid came from the daemon's own pid file under $pids
   for name in slurmd slurmctld slurmdbd mariadbd munged; do
     stop_pidfile "$pids/$name.pid"

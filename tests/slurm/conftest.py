@@ -36,6 +36,8 @@ def cluster_answers() -> str | None:
     """None when the cluster of $SLURM_CONF has a node ready for jobs, else why not."""
     if not os.environ.get("SLURM_CONF"):
         return "SLURM_CONF is not set"
+    if not Path(os.environ["SLURM_CONF"]).is_file():
+        return f"SLURM_CONF names no file ({os.environ['SLURM_CONF']})"
     for command in ("sinfo", "sbatch", "sacct", "squeue", "scancel", "scontrol"):
         if shutil.which(command) is None:
             return f"the SLURM client `{command}` is not on PATH"
