@@ -44,10 +44,10 @@ def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
     """1-D views of a and b in the same element order, or None when no such views exist.
 
     Covers contiguous and channels_last (any dense permuted layout) gradients."""
-    if a.stride() != b.stride():
-        return None
     if a.is_contiguous() and b.is_contiguous():
         return a.view(-1), b.view(-1)
+    if a.stride() != b.stride():
+        return None
     order = sorted(range(a.dim()), key=lambda dim: -a.stride(dim))
     a_perm, b_perm = a.permute(order), b.permute(order)
     if a_perm.is_contiguous() and b_perm.is_contiguous():
