@@ -19,7 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gsam_repro.train import passive_cpu_threads
     from gsam_repro.train.config import load_config, run_id
+
+    passive_cpu_threads()
 
     out_dir, *late_overrides = args.out
     config = load_config(args.config, [*args.overrides, *late_overrides])
