@@ -109,3 +109,9 @@ def run(args: argparse.Namespace) -> int:
     os.replace(tmp_path, out)
     print(f"wrote {out}")
     return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    raise SystemExit(run(_parser.parse_args()))
