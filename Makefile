@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/gsam-repro bench optim
 	$(BIN)/gsam-repro bench train
 	$(BIN)/gsam-repro bench sweep
+	$(BIN)/gsam-repro bench report
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "optim": ("gsam_repro.bench.optim", "optimizer step cost and memory: SGD, SAM, GSAM, weighted"),
     "train": ("gsam_repro.bench.train", "training throughput and data-wait fraction"),
     "sweep": ("gsam_repro.bench.sweep", "spec expansion, status and gather speed"),
+    "report": ("gsam_repro.report.bench", "report time against sweep size: tables, and figures"),
 }
 
 
