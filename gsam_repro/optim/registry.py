@@ -10,9 +10,13 @@ optimizer does not take is a ValueError naming it.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,11 +63,8 @@ def available_optimizers() -> list[str]:
 def resolve_optimizer(name: str) -> Callable[..., torch.optim.Optimizer]:
     """The class or factory behind a registered name or a `package.module:Class` path."""
     if ":" in name:
-        module_name, _, attribute = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ValueError(f"name: cannot import {module_name!r} for {name!r}: {err}") from err
+        module_name, _, attribute = name.rpartition(":")
+        module = _import_module_or_file(module_name, name)
         try:
             obj = module
             for part in attribute.split("."):
@@ -79,11 +80,36 @@ def resolve_optimizer(name: str) -> Callable[..., torch.optim.Optimizer]:
     hint = difflib.get_close_matches(key, list(_REGISTRY), n=1, cutoff=0.4)
     message = (
         f"name: unknown optimizer {name!r}; registered: {', '.join(available_optimizers())} "
-        "(or package.module:Class)"
+        "(or package.module:Class, or path/to/file.py:Class)"
     )
     if hint:
         message += f"; did you mean {hint[0]}?"
     raise ValueError(message)
+
+
+def _import_module_or_file(module_name: str, name: str) -> Any:
+    """Import `package.module`, or a Python file given by path (`experiments/x/my_opt.py`,
+    relative to the current directory) so a user's optimizer needs no installed package."""
+    if not module_name.endswith(".py"):
+        try:
+            return importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"name: cannot import {module_name!r} for {name!r}: {err}") from err
+    path = Path(module_name).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"name: no such file {module_name!r} (looked at {path}) for {name!r}")
+    key = "gsam_repro_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        del sys.modules[key]
+        raise ValueError(f"name: importing {module_name!r} for {name!r} failed: {err}") from err
+    return module
 
 
 def _is_sharpness_aware(obj: Any) -> bool:
