@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from slurm_testkit import job_ids, slurm, squeue
 
+from gsam_repro.sweep import store
+
 CLUSTER_SH = Path(__file__).with_name("cluster.sh")
 SINFO_TIMEOUT_S = 5
 
@@ -82,13 +84,16 @@ def slurm_cluster():
 
 @pytest.fixture(autouse=True)
 def cancel_leftover_jobs(slurm_cluster, tmp_path):
-    """Every test needs the cluster; the jobs a test submitted (recorded in the jobs.json of its
-    sweep directories) are cancelled when it ends, so a failing test never blocks the next."""
+    """Every test needs the cluster. When a test ends, the jobs it left behind for unfinished
+    runs (as recorded in the jobs.json of its sweep directories) are cancelled, so a failing test
+    never blocks the next; a finished run's job is left to exit by itself."""
     yield
     leftover = set()
-    for jobs_file in tmp_path.rglob("jobs.json"):
-        for job_id in job_ids(jobs_file.parent).values():
-            if squeue(job_id) is not None:
+    for jobs_file in tmp_path.rglob(store.JOBS_FILE):
+        jobs = job_ids(jobs_file.parent)
+        states = store.run_states(jobs_file.parent, list(jobs), live=False)
+        for run_id, job_id in jobs.items():
+            if states[run_id].state == "pending" and squeue(job_id) is not None:
                 leftover.add(job_id)
     if leftover:
         slurm("scancel", *sorted(leftover), check=False)

@@ -27,7 +27,8 @@ base:
 """
 
 # A run that trains for many short epochs (a checkpoint after each), so that a job can be
-# cancelled or interrupted after its first epoch with most of its work still ahead.
+# cancelled or interrupted after its first epoch with most of its work still ahead: more than
+# the seconds a cancelled job goes on running before SLURM kills it (KillWait).
 LONG_BASE = """\
 base:
   data: {name: synthetic, train_size: 1024, test_size: 128, image_size: 16, batch_size: 64,
@@ -35,7 +36,7 @@ base:
   model: {name: small_cnn}
   optimizer: {name: gsam, base: sgd, lr: 0.05, momentum: 0.9, rho_max: 0.05, rho_min: 0.01,
               alpha: 0.1}
-  schedule: {epochs: 30}
+  schedule: {epochs: 40}
   train: {threads: 1, deterministic: true}
 """
 

@@ -31,7 +31,7 @@ from gsam_repro.sweep import store
 
 pytestmark = pytest.mark.slurm
 
-EPOCHS = 30  # LONG_BASE's schedule.epochs
+EPOCHS = 40  # LONG_BASE's schedule.epochs
 RESUMED = re.compile(r"resuming after epoch (\d+)/(\d+)")
 
 
@@ -58,8 +58,12 @@ def test_a_cancelled_job_is_failed_not_a_hang_and_retry_failed_resumes_it(tmp_pa
     slurm("scancel", cancelled)
 
     assert sweep.join(90, [out]) == 1
+    # SLURM kills the job's processes KillWait seconds after scancel's SIGTERM (which submitit
+    # ignores): the run must not have finished meanwhile
+    wait_until(lambda: squeue(cancelled) is None, 60, "the cancelled job to leave the queue")
     state = store.finished_state(run_dir)
-    assert state is not None and state.state == "failed"
+    assert state is not None and state.state == "failed", \
+        f"the run ended {state} after scancel: is the cluster's KillWait longer than the run?"
     assert f"SLURM job {cancelled} ended CANCELLED" in state.error
     assert sacct_rows(cancelled)[0]["State"].startswith("CANCELLED")
     assert epochs_written(run_dir) < EPOCHS
