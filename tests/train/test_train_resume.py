@@ -14,7 +14,9 @@ from train_testkit import OPTIMIZERS, read_json, read_metrics, smoke_tree
 
 from gsam_repro.train import config_from_dict, run
 
-TIMING = {"train_s", "data_s", "eval_s", "epoch_s", "images_per_s", "wall_s", "peak_mem_mb"}
+# Measurements of the machine, not of the training (the checkout may gain commits meanwhile).
+TIMING = {"train_s", "data_s", "eval_s", "epoch_s", "images_per_s", "wall_s", "peak_mem_mb",
+          "git_sha"}
 
 
 def _command(config_path, out_dir) -> list[str]:
