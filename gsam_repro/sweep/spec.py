@@ -675,9 +675,9 @@ def _coerce_config(tree: dict, sources: list, where: _Where) -> RunConfig:
                 hint = closest(str(key), list(CONFIG_TOP))
                 extra = f"; did you mean {hint}?" if hint else ""
                 raise ConfigError(str(key), f"unknown key{extra}")
-        seed = run_config._coerce("seed", tree.get("seed", 0), int, _raw_error)
+        seed = run_config.coerce_value("seed", tree.get("seed", 0), int, _raw_error)
         sections = {
-            name: run_config._section_from_dict(name, cls, tree.get(name), _raw_error, None, None)
+            name: run_config.section_from_dict(name, cls, tree.get(name), _raw_error, None, None)
             for name, cls in SECTIONS.items()
         }
     except ConfigError as err:
@@ -964,7 +964,7 @@ def _check_run(spec: SweepSpec, choice: tuple[int, ...], include: int,
                 if name in merged else getattr(base, name) for name in SECTIONS}
     cfg = RunConfig(seed=seed, **sections)
     try:
-        run_config._check(cfg, _raw_error)
+        run_config.check_config(cfg, _raw_error)
     except ConfigError as err:
         run = PlannedRun("", "", choice, include)
         sweep = Sweep(spec=spec, runs=[], varying=[], short={}, duplicates=0)

@@ -193,7 +193,7 @@ def _unknown(key: str, choices: list[str], lines: KeyLines | None, source: str |
     return ConfigError(key, message, source=source, line=line)
 
 
-def _coerce(key: str, value: Any, annotation: Any, err) -> Any:
+def coerce_value(key: str, value: Any, annotation: Any, err) -> Any:
     """Check `value` against a field annotation (int, float, str, bool, X | None, list, dict)."""
     origin = typing.get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
@@ -205,7 +205,7 @@ def _coerce(key: str, value: Any, annotation: Any, err) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(key, value, option, err)
+                return coerce_value(key, value, option, err)
             except ConfigError as problem:
                 problems.append(problem)
         raise problems[0]
@@ -243,7 +243,9 @@ def _coerce(key: str, value: Any, annotation: Any, err) -> Any:
     return value
 
 
-def _section_from_dict(name: str, cls: type, values: Any, err, lines, source) -> Any:
+def section_from_dict(name: str, cls: type, values: Any, err, lines, source) -> Any:
+    """Build one config section from a mapping, type-checking each key (used by sweep specs to
+    check each written value once)."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -255,12 +257,13 @@ def _section_from_dict(name: str, cls: type, values: Any, err, lines, source) ->
         dotted = f"{name}.{key}"
         if key not in names:
             raise _unknown(dotted, [f"{name}.{n}" for n in names], lines, source)
-        kwargs[key] = _coerce(dotted, value, hints[key], err)
+        kwargs[key] = coerce_value(dotted, value, hints[key], err)
     return cls(**kwargs)
 
 
-def _check(cfg: RunConfig, err) -> None:
-    """Ranges and choices, named by dotted key."""
+def check_config(cfg: RunConfig, err) -> None:
+    """Ranges, choices and cross-key rules of a built config, named by dotted key; `err(key,
+    message)` makes the exception (sweep specs attribute it to their own YAML lines)."""
     d, m, o, s, t, e = cfg.data, cfg.model, cfg.optimizer, cfg.schedule, cfg.train, cfg.eval
 
     def choice(key: str, value: Any, options: tuple) -> None:
@@ -344,13 +347,13 @@ def config_from_dict(
     for key in tree:
         if key not in top:
             raise _unknown(str(key), top, lines, source)
-    seed = _coerce("seed", tree.get("seed", 0), int, err)
+    seed = coerce_value("seed", tree.get("seed", 0), int, err)
     sections = {
-        name: _section_from_dict(name, cls, tree.get(name), err, lines, source)
+        name: section_from_dict(name, cls, tree.get(name), err, lines, source)
         for name, cls in SECTIONS.items()
     }
     cfg = RunConfig(seed=seed, **sections)
-    _check(cfg, err)
+    check_config(cfg, err)
     return cfg
 
 
