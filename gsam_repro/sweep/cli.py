@@ -162,7 +162,7 @@ def _run(sweep, args: argparse.Namespace) -> int:
             store.atomic_write_text(sweep_dir / store.SPEC_FILE, header + yaml.safe_dump(
                 spec.resolved, sort_keys=False, default_flow_style=False))
             print(f"sweep {spec.name}: {len(tasks)} to run on {spec.executor.cluster}"
-                  + (f", {len(live)} already running" if live else "")
+                  + (f", {len(live)} already queued or running" if live else "")
                   + f", {finished['done'] + finished['diverged']} finished; logs in "
                   f"{spec.out_dir / store.SUBMITIT}", file=sys.stderr)
             progress = dispatch.Progress(len(tasks) + len(live), spec.name)

@@ -90,20 +90,24 @@ def test_a_preempted_job_is_requeued_and_ends_as_if_never_interrupted(tmp_path):
     sweep = BackgroundSweep(spec, "--out", interrupted)
     run_dir = wait_until(lambda: first_epoch_done(interrupted), 180, "the first epoch",
                          [interrupted])
-    (job_id,) = job_ids(interrupted).values()
+    ((run_id, job_id),) = job_ids(interrupted).items()
     # Preemption as SLURM does it (SIGTERM, then the USR2 warning): submitit checkpoints the
     # job and requeues it with `scontrol requeue`.
     submitit.SlurmJob(folder=interrupted / store.SUBMITIT / "%j", job_id=job_id)._interrupt()
+
+    held_states = []
 
     def requeued_and_released() -> bool:
         """SLURM holds a requeued job for about two minutes (BeginTime) before it may start
         again; release it so the tier stays short. Done once it runs its second attempt."""
         if squeue(job_id) == ("PENDING", "BeginTime"):
+            held_states.append(store.run_states(interrupted, [run_id])[run_id].state)
             slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
         return bool(resumed_after(job_log(interrupted, job_id)))
 
     wait_until(requeued_and_released, 120, "the requeued job to start again", [interrupted],
                every_s=0.5)
+    assert set(held_states) <= {"pending"}, held_states  # what `sweep status` shows meanwhile
     assert sweep.join(180, [interrupted]) == 0
     assert list(job_ids(interrupted).values()) == [job_id]  # requeued, not resubmitted
     attempts = [r["State"] for r in ended_rows(job_id, 2, every_attempt=True)]

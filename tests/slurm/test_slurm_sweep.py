@@ -54,6 +54,7 @@ def test_a_sweep_runs_as_one_throttled_job_array_and_a_rerun_submits_nothing(tmp
 
     # A waiting `sweep run` takes over the jobs already queued instead of submitting them again.
     assert cli("sweep", "run", spec, "--out", out) == 0
+    assert "0 to run on slurm, 3 already queued or running" in capsys.readouterr().err
     assert job_ids(out) == jobs
     rows = ended_rows(array_ids.pop(), 3)
     assert [r["State"] for r in rows] == ["COMPLETED"] * 3
