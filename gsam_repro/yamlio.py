@@ -22,17 +22,23 @@ class KeyLines(dict):
         return None
 
 
-def _walk(node: yaml.Node, prefix: str, lines: KeyLines) -> None:
+def _walk(node: yaml.Node, prefix: str, lines: KeyLines, source: str) -> None:
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            lines[key] = key_node.start_mark.line + 1
-            _walk(value_node, key, lines)
+            line = key_node.start_mark.line + 1
+            if key in seen:  # YAML keeps the last silently; a user meant one of them
+                raise ConfigError(key, f"given twice (lines {seen[key]} and {line})",
+                                  source=source, line=line)
+            seen[key] = line
+            lines[key] = line
+            _walk(value_node, key, lines, source)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             key = f"{prefix}[{i}]"
             lines[key] = item.start_mark.line + 1
-            _walk(item, key, lines)
+            _walk(item, key, lines, source)
 
 
 def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, KeyLines]:
@@ -47,7 +53,7 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, KeyLines]:
         raise ConfigError("", f"invalid YAML: {problem}", source=source, line=line) from None
     lines = KeyLines()
     if node is not None:
-        _walk(node, "", lines)
+        _walk(node, "", lines, source)
     return data, lines
 
 
