@@ -8,11 +8,17 @@ and `FileLoader` streams big images from disk through torchvision transforms.
 
 Shuffling and augmentation draw from generators seeded by (run seed, epoch), so the data a run
 sees in an epoch does not depend on whether the run was interrupted and resumed before it.
+
+A data-parallel run gives each training loader a `shard` (rank, world size): batch_size stays
+the global batch, and each process gets its own contiguous part of every global batch. The
+array loaders augment the whole global batch before taking the part, so the processes together
+see exactly the images, augmented exactly as, a single process with the same batch size would.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 
@@ -47,6 +53,15 @@ def channel_stats(images: np.ndarray, limit: int = 5000) -> tuple[list[float], l
     return (mean / 255.0).tolist(), np.maximum(std / 255.0, 1e-3).tolist()
 
 
+def shard_range(batch_size: int, shard: tuple[int, int] | None) -> slice | None:
+    """The positions of process `rank`'s part within a global batch (None: no shard)."""
+    if shard is None:
+        return None
+    rank, world = shard
+    part = batch_size // world
+    return slice(rank * part, (rank + 1) * part)
+
+
 class ArrayLoader:
     """Batches of a uint8 array data set held on `device`, augmented on `device`.
 
@@ -57,7 +72,7 @@ class ArrayLoader:
                  augment: str = "none", cutout: int = 0, image_size: int | None = None,
                  mean: list[float], std: list[float], seed: int = 0,
                  channels_last: bool = False, shuffle: bool | None = None,
-                 max_batches: int | None = None):
+                 max_batches: int | None = None, shard: tuple[int, int] | None = None):
         self.device = torch.device(device)
         images = torch.from_numpy(np.ascontiguousarray(arrays.images)).permute(0, 3, 1, 2)
         self.images = images.contiguous().to(self.device)
@@ -72,6 +87,7 @@ class ArrayLoader:
         self.epoch = 0
         self.channels_last = channels_last
         self.max_batches = max_batches
+        self.shard = shard  # (rank, world size): this process's part of every batch
         std_tensor = torch.tensor(std, dtype=torch.float32)
         self.scale = (1.0 / (255.0 * std_tensor)).view(1, -1, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean) / std_tensor).view(1, -1, 1, 1).to(self.device)
@@ -114,13 +130,16 @@ class ArrayLoader:
 
     def batch(self, index: int, order: torch.Tensor | None,
               generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch number `index` of the epoch: select, augment, normalise."""
-        start = index * self.batch_size
+        """Batch number `index` of the epoch: select, augment, normalise (and, with a shard,
+        keep this process's part; before augmenting when nothing random happens)."""
+        start, stop = index * self.batch_size, (index + 1) * self.batch_size
+        part = shard_range(self.batch_size, self.shard)
+        if part is not None and generator is None:
+            start, stop, part = start + part.start, start + part.stop, None
         if order is None:
-            images = self.images[start:start + self.batch_size]
-            labels = self.labels[start:start + self.batch_size]
+            images, labels = self.images[start:stop], self.labels[start:stop]
         else:
-            chosen = order[start:start + self.batch_size]
+            chosen = order[start:stop]
             images, labels = self.images[chosen], self.labels[chosen]
         if self.augment == "cifar":
             images = aug.random_flip(aug.pad_crop(images, CIFAR_PADDING, generator), generator)
@@ -132,6 +151,8 @@ class ArrayLoader:
         x = torch.addcmul(self.shift, x, self.scale)
         if self.cutout:
             x = aug.cutout(x, self.cutout, generator)
+        if part is not None:
+            x, labels = x[part], labels[part]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, labels
@@ -170,6 +191,16 @@ class BatchWorkerLoader:
         self.device = torch.device(device)
         self.cpu_loader = ArrayLoader(arrays, device=torch.device("cpu"), **kwargs)
         self.num_workers = num_workers
+
+    def variant(self, **changes) -> BatchWorkerLoader:
+        """The same loader with ArrayLoader settings changed (see ArrayLoader.variant)."""
+        other = copy.copy(self)
+        other.cpu_loader = self.cpu_loader.variant(**changes)
+        return other
+
+    @property
+    def batch_size(self) -> int:
+        return self.cpu_loader.batch_size
 
     @property
     def num_examples(self) -> int:
@@ -237,7 +268,7 @@ class FileLoader:
                  image_size: int, seed: int, num_workers: int, augment: str = "none",
                  cutout: int = 0,
                  channels_last: bool = False, shuffle: bool | None = None,
-                 max_batches: int | None = None):
+                 max_batches: int | None = None, shard: tuple[int, int] | None = None):
         self.files = files
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -248,7 +279,17 @@ class FileLoader:
         self.num_workers = num_workers
         self.channels_last = channels_last
         self.max_batches = max_batches
+        self.shard = shard
         self.dataset = _ImageFiles(files, file_transform(train, augment, image_size, cutout))
+
+    def variant(self, **changes) -> FileLoader:
+        """The same file list with some settings changed (batch_size, shard)."""
+        other = copy.copy(self)
+        for key, value in changes.items():
+            if not hasattr(other, key):
+                raise AttributeError(f"FileLoader has no setting {key!r}")
+            setattr(other, key, value)
+        return other
 
     @property
     def num_examples(self) -> int:
@@ -271,11 +312,14 @@ class FileLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator()
         generator.manual_seed(derived_seed(self.seed, self.epoch, 4))
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=self.shuffle,
-            drop_last=self.train, num_workers=self.num_workers, generator=generator,
-            pin_memory=self.device.type == "cuda",
-        )
+        if self.shard is None:
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.batch_size, shuffle=self.shuffle,
+                drop_last=self.train, num_workers=self.num_workers, generator=generator,
+                pin_memory=self.device.type == "cuda",
+            )
+        else:
+            loader = self._shard_loader(generator)
         for index, (x, y) in enumerate(loader):
             if index >= len(self):
                 break
@@ -283,3 +327,34 @@ class FileLoader:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device, non_blocking=True)
+
+    def _shard_loader(self, generator: torch.Generator) -> torch.utils.data.DataLoader:
+        """This process's part of every global batch: the permutation is the same on every
+        process; augmentation draws differ per process (a seed of their own)."""
+        if self.shuffle:
+            order = torch.randperm(self.num_examples, generator=generator)
+        else:
+            order = torch.arange(self.num_examples)
+        part = shard_range(self.batch_size, self.shard)
+        batches = [order[start + part.start:start + part.stop].tolist()
+                   for start in range(0, len(self) * self.batch_size, self.batch_size)]
+        rank_generator = torch.Generator()
+        rank_generator.manual_seed(derived_seed(self.seed, self.epoch, 4, self.shard[0]))
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+            generator=rank_generator, pin_memory=self.device.type == "cuda",
+        )
+
+
+def shard_bundle(bundle, rank: int, world: int):
+    """The DataBundle of process `rank` in a data-parallel run of `world` processes.
+
+    Training batches: this process's part of every global batch. The Hessian batches stay
+    unsharded but come in per-process sizes (rank 0 measures alone, on one device's memory):
+    the first N * world of them are the images of the first N global batches. Test and
+    validation loaders are unchanged (rank 0 evaluates)."""
+    if world == 1:
+        return bundle
+    per_device = bundle.train.batch_size // world
+    return dataclasses.replace(bundle, train=bundle.train.variant(shard=(rank, world)),
+                               hessian=bundle.hessian.variant(batch_size=per_device))

@@ -4,6 +4,11 @@
 checkpoint after each, and ends with `summary.json`. Everything a user can fix (missing data,
 unknown model, a batch larger than the data, a directory holding another run) raises UsageError
 before anything is written.
+
+Under a data-parallel launcher (torchrun, or a submitit job with several tasks) every process
+runs this same function: the model is wrapped in DistributedDataParallel and handed to the
+optimizer, each process trains on its part of every global batch, and rank 0 alone evaluates,
+measures the Hessian and writes the run directory (see gsam_repro.train.distributed).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import torch
 from torch import nn
 
 from gsam_repro.errors import UsageError
-from gsam_repro.train import rundir
+from gsam_repro.train import distributed, rundir
 from gsam_repro.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from gsam_repro.train.config import RunConfig, run_id
+from gsam_repro.train.distributed import SINGLE, World
 from gsam_repro.train.measure import evaluate, hessian_max_eig
 from gsam_repro.train.schedule import make_scheduler
 
@@ -77,14 +83,16 @@ class Parts:
     """Everything a run trains with, built before anything is written."""
 
     data: object
-    model: nn.Module
-    forward: Callable  # the model, or its torch.compile'd version
+    model: nn.Module  # the plain module (what checkpoints hold and rank 0 evaluates)
+    forward: Callable  # for training: the model, compiled and/or DistributedDataParallel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
     criterion: nn.Module
     autocast: Callable[[], contextlib.AbstractContextManager]
     device: torch.device
+    eval_forward: Callable | None = None  # the model (compiled) without DDP; None: forward
+    world: World = SINGLE
 
 
 @dataclass
@@ -111,15 +119,19 @@ def optimizer_kwargs(cfg: RunConfig) -> dict:
     return kwargs
 
 
-def build(cfg: RunConfig, device: torch.device) -> Parts:
+def build(cfg: RunConfig, device: torch.device, world: World = SINGLE) -> Parts:
     """Data, model, optimizer, schedule and precision for `cfg` (raises UsageError early)."""
     from gsam_repro.data import build_data
+    from gsam_repro.data.loaders import shard_bundle
     from gsam_repro.models import create_model
     from gsam_repro.optim import create_optimizer
+    from gsam_repro.optim.sam import SharpnessAware
 
     channels_last = cfg.train.channels_last
+    distributed.per_device_batch(cfg.data.batch_size, world)  # a UsageError before any work
     data = build_data(cfg.data, seed=cfg.seed, device=device, num_classes=cfg.model.num_classes,
                       channels_last=channels_last)
+    data = shard_bundle(data, world.rank, world.size)
     num_classes = cfg.model.num_classes or data.num_classes
     if num_classes < data.num_classes:
         raise UsageError(f"model.num_classes: {num_classes} is fewer than the "
@@ -129,13 +141,22 @@ def build(cfg: RunConfig, device: torch.device) -> Parts:
                          **cfg.model.kwargs).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.train.compile else model
+    forward = eval_forward = torch.compile(model) if cfg.train.compile else model
+    trained = model
+    if world.active:  # the optimizer gets the DDP module: both SAM passes under no_sync
+        forward = trained = distributed.wrap_model(eval_forward, world, device)
+        torch.manual_seed(distributed.derived_rank_seed(cfg.seed, world.rank))  # own dropout
     try:
         optimizer = create_optimizer(cfg.optimizer.name, model.parameters(),
                                      **optimizer_kwargs(cfg), lr_max=cfg.optimizer.lr,
-                                     lr_min=cfg.lr_min, model=model)
+                                     lr_min=cfg.lr_min, model=trained)
     except (ValueError, TypeError) as err:
         raise UsageError(f"optimizer: {err}") from None
+    if world.active and cfg.train.precision == "fp16" and isinstance(optimizer, SharpnessAware):
+        # Each process decides alone to skip a step on an inf/nan gradient at w, and the others
+        # would then wait forever to average their directions with it.
+        raise UsageError("train.precision: fp16 is not supported for data-parallel runs of the "
+                         "SAM family; use bf16")
     total_steps = cfg.schedule.epochs * len(data.train)
     scheduler = make_scheduler(optimizer, total_steps, cfg.schedule.warmup_steps,
                                cfg.schedule.decay, cfg.optimizer.lr, cfg.lr_min)
@@ -149,7 +170,8 @@ def build(cfg: RunConfig, device: torch.device) -> Parts:
 
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    return Parts(data, model, forward, optimizer, scheduler, scaler, criterion, autocast, device)
+    return Parts(data, model, forward, optimizer, scheduler, scaler, criterion, autocast, device,
+                 eval_forward, world)
 
 
 def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
@@ -194,8 +216,9 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
     lr_sum, seen, steps = 0.0, 0, len(loader)
     data_s = 0.0
     every = cfg.train.log_every
+    world = parts.world
     progress = None
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and world.is_main:
         from tqdm import tqdm
 
         progress = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.schedule.epochs}", leave=False,
@@ -222,15 +245,15 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
             progress.update(1)
         if step % every == 0 or step == steps:
             mean_loss = loss_sum.item() / step
-            if not math.isfinite(mean_loss):
+            if distributed.any_rank(world, not math.isfinite(mean_loss), device):
                 if progress is not None:
                     progress.close()
                 return {"diverged": True, "step": step}
             lr = parts.optimizer.param_groups[0]["lr"]
             if progress is not None:
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.4g}")
-            elif step != steps:
-                rate = seen / (time.perf_counter() - start)
+            elif step != steps and world.is_main:
+                rate = world.size * seen / (time.perf_counter() - start)
                 log(f"epoch {epoch}/{cfg.schedule.epochs} step {step}/{steps} "
                     f"loss {mean_loss:.4f} lr {lr:.4g} {rate:.0f} img/s")
     if progress is not None:
@@ -239,9 +262,13 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - start
     keys = list(stat_sums)
-    totals = torch.stack([loss_sum, correct, *(stat_sums[k] for k in keys)]).tolist()
-    means = {key: total / steps for key, total in zip(keys, totals[2:], strict=True)}
-    train_loss = totals[0] / steps
+    # Several processes: the means over processes of their losses and statistics (equal parts
+    # of each global batch), and the correct predictions of them all.
+    totals = distributed.sum_across(
+        world, torch.stack([loss_sum, correct, *(stat_sums[k] for k in keys)])).tolist()
+    seen *= world.size
+    means = {key: total / steps / world.size for key, total in zip(keys, totals[2:], strict=True)}
+    train_loss = totals[0] / steps / world.size
     if not math.isfinite(train_loss):
         return {"diverged": True, "step": steps}
     counters.train_s += train_s
@@ -261,14 +288,18 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
 
 
 def evaluate_epoch(parts: Parts) -> dict:
-    """Test (and held-out validation) metrics at the current weights."""
-    test = evaluate(parts.forward, parts.data.test, parts.autocast)
-    row = {"test_loss": test["loss"], "test_acc": test["acc"], "test_top5": test["top5"],
-           "val_loss": None, "val_acc": None}
-    if parts.data.val is not None:
-        val = evaluate(parts.forward, parts.data.val, parts.autocast)
-        row.update(val_loss=val["loss"], val_acc=val["acc"])
-    return row
+    """Test (and held-out validation) metrics at the current weights. Several processes: rank 0
+    evaluates the whole sets, as one process would, and the others receive its numbers."""
+    row = None
+    if parts.world.is_main:
+        forward = parts.eval_forward or parts.forward
+        test = evaluate(forward, parts.data.test, parts.autocast)
+        row = {"test_loss": test["loss"], "test_acc": test["acc"], "test_top5": test["top5"],
+               "val_loss": None, "val_acc": None}
+        if parts.data.val is not None:
+            val = evaluate(forward, parts.data.val, parts.autocast)
+            row.update(val_loss=val["loss"], val_acc=val["acc"])
+    return distributed.from_main(parts.world, row)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -280,13 +311,15 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def measure_hessian(parts: Parts, cfg: RunConfig) -> float | None:
     """eval.hessian_batches > 0: the dominant Hessian eigenvalue of the training loss over the
-    first N un-augmented training batches (fixed for the run)."""
+    first N un-augmented training batches (fixed for the run). Several processes: rank 0 alone,
+    over N * world per-process batches (the same images, in one device's memory)."""
     if cfg.eval.hessian_batches <= 0:
         return None
+    count = cfg.eval.hessian_batches * parts.world.size
     batches = []
     for x, y in parts.data.hessian:
         batches.append((x, y))
-        if len(batches) == cfg.eval.hessian_batches:
+        if len(batches) == count:
             break
     return hessian_max_eig(parts.model, parts.criterion, batches, iters=cfg.eval.hessian_iters,
                            seed=cfg.seed)
@@ -327,6 +360,8 @@ def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: 
         "steps": counters.steps,
         "images_per_s": counters.train_images / counters.train_s if counters.train_s else None,
         "peak_mem_mb": peak_memory_mb(parts.device),
+        "world_size": env["world_size"],
+        "per_device_batch": env["per_device_batch"],
         "torch_version": torch.__version__,
         "device": env["device_name"],
         "git_sha": env["git_sha"],
@@ -335,6 +370,9 @@ def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: 
 
 
 def checkpoint_state(parts: Parts, rid: str, epoch: int, counters: Counters) -> dict:
+    """What checkpoint.pt holds: rank 0's states, plus every process's RNG states (each draws
+    its own dropout), gathered from all processes."""
+    rank_rng = distributed.gather(parts.world, rng_states())
     return {
         "run_id": rid,
         "epoch": epoch,
@@ -342,25 +380,38 @@ def checkpoint_state(parts: Parts, rid: str, epoch: int, counters: Counters) -> 
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-        "rng": rng_states(),
+        "rng": rank_rng[0],
+        "rank_rng": rank_rng,
+        "world_size": parts.world.size,
         "counters": vars(counters).copy(),
     }
 
 
 def resume(parts: Parts, out_dir: Path, rid: str) -> tuple[int, Counters]:
-    """Load checkpoint.pt if there is one: the epoch it ended and the counters so far."""
+    """Load checkpoint.pt if there is one: the epoch it ended and the counters so far. Every
+    process of a data-parallel run loads it (the run directory is on a shared filesystem)."""
     path = out_dir / rundir.CHECKPOINT
-    if not path.is_file():
+    world = parts.world
+    state = load_checkpoint(path) if path.is_file() else None
+    epochs = distributed.gather(world, state["epoch"] if state else 0)
+    if len(set(epochs)) > 1:
+        raise UsageError(f"{path}: the processes of this run found checkpoints of epochs "
+                         f"{epochs}; the run directory must be on a filesystem all nodes see")
+    if state is None:
         return 0, Counters()
-    state = load_checkpoint(path)
     if state["run_id"] != rid:
         raise UsageError(f"{path} belongs to run {state['run_id']}, not {rid}")
+    saved_world = state.get("world_size", 1)
+    if saved_world != world.size:
+        raise UsageError(f"{path} was written by {saved_world} process(es), and this run has "
+                         f"{world.size}: the per-device batch (the m of m-sharpness) would "
+                         "change mid-run; resume with the same number of processes")
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     if parts.scaler is not None and state["scaler"] is not None:
         parts.scaler.load_state_dict(state["scaler"])
-    set_rng_states(state["rng"])
+    set_rng_states(state["rank_rng"][world.rank] if "rank_rng" in state else state["rng"])
     return state["epoch"], Counters(**state["counters"])
 
 
@@ -369,49 +420,62 @@ def run(config: RunConfig, out_dir: str | os.PathLike) -> dict:
 
     A finished directory returns its summary untouched; one with a checkpoint resumes; one
     holding a different run raises UsageError. On an error, failed.json records it and the
-    error is raised again."""
+    error is raised again.
+
+    Every process of a data-parallel run reads the directory before they meet (so all see it
+    as it was) and returns rank 0's summary."""
     out_dir = Path(out_dir)
     rid = run_id(config)
     rundir.check_owner(out_dir, rid)
     finished = rundir.read_summary(out_dir)
     if finished is not None:
         return finished
-    device = resolve_device(config.train.device)
-    with torch_settings(config, device):
+    world = distributed.from_environment()
+    distributed.per_device_batch(config.data.batch_size, world)
+    device = distributed.device_for(world, resolve_device(config.train.device))
+    with torch_settings(config, device), distributed.process_group(world, device):
         try:
-            return _run(config, out_dir, rid, device)
+            return _run(config, out_dir, rid, device, world)
         except Exception as err:
-            if out_dir.is_dir():
+            if out_dir.is_dir() and world.is_main:
                 rundir.write_failed(out_dir, err)
             raise
 
 
-def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device) -> dict:
-    parts = build(cfg, device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / rundir.FAILED).unlink(missing_ok=True)
-    config_dict = cfg.to_dict()
-    config_dict["schedule"]["lr_min"] = cfg.lr_min
-    rundir.atomic_write_text(out_dir / rundir.CONFIG, rundir.config_text(config_dict, rid))
+def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: World) -> dict:
+    parts = build(cfg, device, world)
+    main = world.is_main
     env = rundir.environment(device)
-    rundir.atomic_write_json(out_dir / rundir.ENV, env)
+    env.update(world_size=world.size,
+               per_device_batch=distributed.per_device_batch(cfg.data.batch_size, world))
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / rundir.FAILED).unlink(missing_ok=True)
+        config_dict = cfg.to_dict()
+        config_dict["schedule"]["lr_min"] = cfg.lr_min
+        rundir.atomic_write_text(out_dir / rundir.CONFIG, rundir.config_text(config_dict, rid))
+        rundir.atomic_write_json(out_dir / rundir.ENV, env)
 
     done_epochs, counters = resume(parts, out_dir, rid)
-    rundir.write_metrics(out_dir, counters.history)
+    if main:
+        rundir.write_metrics(out_dir, counters.history)
     epochs = cfg.schedule.epochs
-    if done_epochs:
+    if main and done_epochs:
         log(f"run {rid}: resuming after epoch {done_epochs}/{epochs} in {out_dir}")
-    else:
+    elif main:
+        processes = (f" in {world.size} processes ({world.launcher}, "
+                     f"{env['per_device_batch']} images each a step)" if world.active else "")
         log(f"run {rid}: {cfg.model.name} on {cfg.data.name} ({parts.data.train_examples} "
             f"images, {len(parts.data.train)} steps an epoch) with {cfg.optimizer.name} on "
-            f"{device}, into {out_dir}")
+            f"{device}{processes}, into {out_dir}")
     status = "done"
     mark = time.perf_counter()
     for epoch in range(done_epochs + 1, epochs + 1):
         row = train_epoch(parts, cfg, epoch, counters)
         if row.get("diverged"):
-            log(f"run {rid}: diverged at epoch {epoch} step {row['step']}: the training loss "
-                "is not finite")
+            if main:
+                log(f"run {rid}: diverged at epoch {epoch} step {row['step']}: the training "
+                    "loss is not finite")
             status = "diverged"
             counters.wall_s += time.perf_counter() - mark
             break
@@ -419,7 +483,8 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device) -> dict:
         if epoch % cfg.eval.every == 0 or epoch == epochs:
             row.update(evaluate_epoch(parts))
             if not math.isfinite(row["test_loss"]):  # the epoch's last steps broke the weights
-                log(f"run {rid}: diverged at epoch {epoch}: the test loss is not finite")
+                if main:
+                    log(f"run {rid}: diverged at epoch {epoch}: the test loss is not finite")
                 status = "diverged"
                 counters.wall_s += time.perf_counter() - mark
                 break
@@ -438,7 +503,10 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device) -> dict:
             "wall_s": counters.wall_s,
         }
         counters.history.append(row)
-        save_checkpoint(out_dir / rundir.CHECKPOINT, checkpoint_state(parts, rid, epoch, counters))
+        state = checkpoint_state(parts, rid, epoch, counters)
+        if not main:
+            continue
+        save_checkpoint(out_dir / rundir.CHECKPOINT, state)
         rundir.write_metrics(out_dir, counters.history)
         test = "" if row["test_acc"] is None else (
             f" test_loss {row['test_loss']:.4f} test_acc {row['test_acc']:.2f}")
@@ -446,11 +514,13 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device) -> dict:
             f"{row['train_acc']:.2f}{test} ({row['epoch_s']:.1f} s, "
             f"{row['images_per_s']:.0f} img/s)")
 
-    hessian = None
-    if status == "done":
-        start = time.perf_counter()
-        hessian = measure_hessian(parts, cfg)
-        counters.wall_s += time.perf_counter() - start
-    summary = summarize(cfg, rid, status, counters, parts, hessian, env)
-    rundir.atomic_write_json(out_dir / rundir.SUMMARY, summary)
-    return summary
+    summary = None
+    if main:
+        hessian = None
+        if status == "done":
+            start = time.perf_counter()
+            hessian = measure_hessian(parts, cfg)
+            counters.wall_s += time.perf_counter() - start
+        summary = summarize(cfg, rid, status, counters, parts, hessian, env)
+        rundir.atomic_write_json(out_dir / rundir.SUMMARY, summary)
+    return distributed.from_main(world, summary)
