@@ -2,10 +2,10 @@
 
 A sanity baseline for the SAM family. It costs exactly what SAM costs (two forward+backward
 passes a step) and updates with the gradient at a perturbed point, like SAM, but the point
-w + eps is chosen at random on the sphere of radius rho, not uphill. In the millions of
-dimensions of a network a random direction barely changes the loss, so RandomSAM should train
-like SGD at twice the cost; if it matched SAM, SAM's gain would come from noise, not from
-seeking flat regions.
+w + eps is chosen at random on the sphere of radius rho, not uphill. In the many dimensions of
+a network a random direction barely changes the loss (its surrogate gap f(w + eps) - f(w) is
+about zero), so RandomSAM should end about as sharp as SGD, at twice the cost; where it matched
+SAM's flatness or accuracy, SAM's effect would be that of noise, not of seeking flat regions.
 
 Used from a run config or sweep spec by file path, relative to the directory the command runs
 in (the repository root here):
