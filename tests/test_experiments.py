@@ -111,9 +111,15 @@ def test_every_profile_expands_to_buildable_runs(spec):
     assert "smoke" in _profiles(spec)
     built_models, built_optimizers = set(), set()
     for profile in [None, *_profiles(spec)]:
-        _, configs = _expand(spec, profile)
+        loaded, configs = _expand(spec, profile)
         assert configs
+        executor = loaded.executor
+        processes = executor.params.get("nodes", 1) * executor.params.get("tasks_per_node", 1)
+        if profile == "smoke":  # seconds on any laptop: one local process a run
+            assert executor.cluster == "local" and processes == 1
         for cfg in configs:
+            # a data-parallel run splits every batch evenly over its processes
+            assert cfg.data.batch_size % processes == 0
             key = (cfg.model.name, repr(sorted(cfg.model.kwargs.items())), cfg.data.name)
             if key not in built_models:
                 built_models.add(key)
