@@ -227,7 +227,7 @@ def test_imagenet_specs_follow_table_4():
             if cfg.optimizer.name == "sam":
                 assert cfg.optimizer.rho == pytest.approx(published["rho_max"])
             seen.add((paper.model_key(cfg.model.name), cfg.optimizer.name))
-    models = set(paper.models()) - {"mixer_s8"}  # no S/8 Mixer model yet: see the spec
+    models = set(paper.models())
     vanilla = {"sgd", "adamw"}
     assert {m for m, o in seen if o in vanilla} == models
     assert {m for m, o in seen if o == "sam"} == models

@@ -17,12 +17,19 @@ __all__ = ["create_model", "model_names"]
 
 _WRN = re.compile(r"^wrn(\d+)_(\d+)$")
 
+# Models of the paper's Table 1 that timm does not register, as timm architectures.
+# Mixer-S/8: the S/16 and S/32 settings (8 blocks, width 512) with 8-pixel patches.
+PAPER_MODELS: dict[str, dict] = {
+    "mixer_s8_224": {"patch_size": 8, "num_blocks": 8, "embed_dim": 512, "img_size": 224},
+}
+
 
 def model_names() -> list[str]:
-    """The CIFAR nets' names (timm's own are in timm.list_models())."""
+    """The names built here: CIFAR nets and paper models timm lacks (timm's own are in
+    timm.list_models())."""
     from gsam_repro.models.cifar import CIFAR_MODELS
 
-    return sorted(CIFAR_MODELS)
+    return sorted([*CIFAR_MODELS, *PAPER_MODELS])
 
 
 def _suggest(name: str) -> str:
@@ -52,6 +59,15 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs):
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import timm
+
+    if name in PAPER_MODELS:
+        from timm.models.mlp_mixer import MlpMixer
+
+        try:
+            return MlpMixer(num_classes=num_classes, in_chans=in_chans,
+                            **{**PAPER_MODELS[name], **kwargs})
+        except TypeError as err:
+            raise UsageError(f"model.kwargs: {name}: {err}") from None
 
     if not timm.is_model(name):
         raise UsageError(f"model.name: unknown model {name!r} (not a CIFAR net here, nor a timm "

@@ -58,3 +58,19 @@ def test_unknown_names_suggest_close_ones():
     assert "unknown model 'wrn16-8'" in str(caught.value) and "wrn16_8" in str(caught.value)
     with pytest.raises(UsageError, match="resnet50"):
         create_model("resnet_50", num_classes=10)
+
+
+def test_mixer_s8_is_the_s16_mixer_with_8_pixel_patches():
+    """Table 1's Mixer-S/8, which timm does not register: same blocks and width as S/16 (so the
+    same parameter count up to the patch embedding and the token-mixing MLPs), 784 tokens."""
+    from gsam_repro.models import create_model
+
+    with torch.device("meta"):
+        s8 = create_model("mixer_s8_224", num_classes=1000)
+        s16 = create_model("mixer_s16_224", num_classes=1000)
+    assert s8.stem.proj.kernel_size == (8, 8) and s8.stem.num_patches == (224 // 8) ** 2
+    assert len(s8.blocks) == len(s16.blocks) == 8
+    assert s8.embed_dim == s16.embed_dim == 512
+    # the token-mixing MLP reads all 784 tokens (196 for S/16); its hidden width is 0.5 x 512
+    assert s8.blocks[0].mlp_tokens.fc1.in_features == 784
+    assert s8.blocks[0].mlp_tokens.fc1.out_features == 256
