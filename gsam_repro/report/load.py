@@ -107,7 +107,9 @@ def variant_of(row: dict | pd.Series) -> str:
     """The optimizer variant of one run (see the module docstring)."""
     name = _clean(row.get("optimizer.name")) or "unknown"
     name = str(name)
-    label = name
+    # a user's optimizer named by import or file path (`pkg.mod:Class`, `x/opt.py:Class`)
+    # reads as its class name
+    label = name.rpartition(":")[2] if ":" in name else name
     base = _clean(row.get("optimizer.base"))
     family = is_sam_family(name, row.get("optimizer.rho"), row.get("optimizer.rho_max"))
     if family and base is not None and str(base).lower() != "sgd":
