@@ -38,7 +38,11 @@ POLL_S = {"local": 0.5, "debug": 0.0, "slurm": 30.0}
 
 
 class RunJob(Checkpointable):
-    """One submitit job: train one config into its run directory (resuming when it can)."""
+    """One submitit job: train one config into its run directory (resuming when it can).
+
+    A job with several tasks (`tasks_per_node` > 1, or several nodes) is one data-parallel run:
+    submitit calls this on every task, each task joins the run as one process (the trainer reads
+    its rank from submitit's job environment), and only rank 0 writes the run directory."""
 
     def __init__(self, config: RunConfig, run_dir: str, threads: int | None = None):
         self.config = config
@@ -53,12 +57,13 @@ class RunJob(Checkpointable):
 
         torch.set_num_threads(threads)
         from gsam_repro.train import run
+        from gsam_repro.train.distributed import from_environment
 
         try:
             return run(self.config, self.run_dir)
         except Exception as err:
             run_dir = Path(self.run_dir)
-            if not (run_dir / store.FAILED).exists():
+            if from_environment().is_main and not (run_dir / store.FAILED).exists():
                 import traceback
 
                 run_dir.mkdir(parents=True, exist_ok=True)

@@ -182,3 +182,19 @@ def derived_rank_seed(seed: int, rank: int) -> int:
     from gsam_repro.data.loaders import derived_seed
 
     return derived_seed(seed, rank, 5)
+
+
+def sync_from_main(world: World, module: torch.nn.Module) -> None:
+    """Give every process rank 0's parameters and buffers (what the checkpoint holds).
+
+    The SAM family moves w to w + eps and back by subtraction, which leaves last-bit
+    differences that depend on each process's own gradient; doing this after every epoch keeps
+    the processes' copies of the model from drifting apart, and makes a run resumed from the
+    checkpoint continue exactly as an uninterrupted one."""
+    if not world.active:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)

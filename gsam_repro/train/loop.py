@@ -479,6 +479,7 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
             status = "diverged"
             counters.wall_s += time.perf_counter() - mark
             break
+        distributed.sync_from_main(world, parts.model)
         eval_start = time.perf_counter()
         if epoch % cfg.eval.every == 0 or epoch == epochs:
             row.update(evaluate_epoch(parts))
