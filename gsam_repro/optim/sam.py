@@ -284,7 +284,11 @@ class SharpnessAware(torch.optim.Optimizer):
         if grad_scaler is not None and grad_scaler.is_enabled():
             # Gradients are scaled by S; eps and d do not change under a common scale, but an
             # inf/nan g would poison w + eps, so check it here, as GradScaler.step itself would.
-            if not torch.isfinite(grad_norm).item():
+            # Under DDP every worker must make the same choice (they all-reduce d afterwards).
+            overflow = (~torch.isfinite(grad_norm)).float()
+            if _is_ddp(self.model):
+                torch.distributed.all_reduce(overflow, op=torch.distributed.ReduceOp.MAX)
+            if overflow.item():
                 pending["skip"] = True
                 return
         self._save_batchnorm()
@@ -322,9 +326,13 @@ class SharpnessAware(torch.optim.Optimizer):
         g_bufs = [self.state[p]["g"] for p in params]
 
         if pending["skip"]:
-            # Non-finite g under a GradScaler: hand g back so the scaler sees it and skips.
+            # Non-finite g under a GradScaler: hand g back so the scaler sees it and skips. A
+            # worker whose own g was finite skips because another's was not: it shows the scaler
+            # an inf too, so every worker lowers its scale alike.
             for p, g in zip(params, g_bufs, strict=True):
                 p.grad = g
+            if torch.isfinite(pending["grad_norm"]):
+                params[0].grad.fill_(float("inf"))
             grad_scaler.step(self.base_optimizer)
             nan = _as_stat(None, pending["grad_norm"])
             self.stats = {

@@ -23,9 +23,24 @@ def worker(rank: int, world: int, store: str, output: str) -> None:
     x, y = classification_batch(seed=100 + rank)
     opt = GSAM(ddp.parameters(), torch.optim.SGD, lr=0.1, rho_max=0.3, alpha=0.4, model=ddp)
     opt.step(make_closure(ddp, x, y))
-    torch.save({"d": [p.grad for p in model.parameters()],
-                "w": [p.detach() for p in model.parameters()],
-                "h": opt.stats["h"]}, output)
+    result = {"d": [p.grad.clone() for p in model.parameters()],
+              "w": [p.detach().clone() for p in model.parameters()],
+              "h": opt.stats["h"]}
+
+    # A GradScaler step where only rank 1's gradient overflows: every worker must skip it, lower
+    # its scale, and none may hang in a collective the other never reaches.
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+
+    def scaled_closure():
+        loss = torch.nn.functional.cross_entropy(ddp(x), y)
+        scaler.scale(loss * (float("inf") if rank == 1 else 1.0)).backward()
+        return loss
+
+    opt.step(scaled_closure, grad_scaler=scaler)
+    scaler.update()
+    result["w_after_overflow"] = [p.detach().clone() for p in model.parameters()]
+    result["scale_after_overflow"] = scaler.get_scale()
+    torch.save(result, output)
     dist.destroy_process_group()
 
 
@@ -39,7 +54,7 @@ def local_direction(rank):
 
 
 @pytest.mark.slow
-def test_two_workers_average_only_the_final_direction(tmp_path):
+def test_two_workers_average_only_the_final_direction_and_skip_overflows_together(tmp_path):
     # Computed first: it also imports what optimizers need, which forked workers then reuse
     # (a fresh interpreter spends ~10 s on those imports).
     directions, gaps = zip(*(local_direction(rank) for rank in range(2)), strict=True)
@@ -66,6 +81,9 @@ def test_two_workers_average_only_the_final_direction(tmp_path):
         for w, w0, d in zip(result["w"], initial, mean_direction, strict=True):
             torch.testing.assert_close(w, w0.detach() - 0.1 * d, rtol=1e-10, atol=1e-13)
         torch.testing.assert_close(result["h"], gaps[rank])  # the gap is per worker
+        for skipped, w in zip(result["w_after_overflow"], result["w"], strict=True):
+            torch.testing.assert_close(skipped, w)
+        assert result["scale_after_overflow"] == 512.0
 
     # The per-worker directions really differ, so averaging g (no no_sync) would be caught.
     assert max((a - b).abs().max() for a, b in zip(*directions, strict=True)) > 1e-4
