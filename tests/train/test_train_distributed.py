@@ -99,7 +99,16 @@ def process(rank: int, port: int, tree: dict, out_dir: str) -> None:
     run(config_from_dict(tree), out_dir)
 
 
+def import_before_forking() -> None:
+    """Pay once, here, for what every forked process would otherwise import on its own: the
+    first torch.use_deterministic_algorithms call (train.deterministic) takes ~4 s. The call
+    leaves the setting as it is."""
+    torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
+                                       warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+
+
 def start(tree: dict, out_dir: Path) -> list:
+    import_before_forking()
     context = multiprocessing.get_context("fork")
     port = free_port()
     processes = [context.Process(target=process, args=(rank, port, tree, str(out_dir)))
@@ -355,3 +364,23 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused(tmp_path, monkeypa
     with pytest.raises(UsageError, match="does not split evenly over 3 processes"):
         run(config_from_dict(tree_for(SGD)), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_submitit_job_with_two_tasks_is_one_data_parallel_run(tmp_path):
+    # What `executor: {tasks_per_node: 2}` does on SLURM, with submitit's local executor: the
+    # job's call runs in both tasks, and each joins the run as the rank submitit gives it.
+    import submitit
+
+    from gsam_repro.sweep.dispatch import RunJob
+
+    tree = tree_for(SGD)
+    tree["schedule"]["epochs"] = 1
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="local")
+    executor.update_parameters(tasks_per_node=WORLD, timeout_min=5)
+    job = executor.submit(RunJob(config_from_dict(tree), str(tmp_path / "run"), threads=1))
+    summaries = job.results()
+    assert summaries == [read_json(tmp_path / "run" / "summary.json")] * WORLD
+    assert summaries[0]["world_size"] == WORLD and summaries[0]["per_device_batch"] == 32
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl", "summary.json"]
