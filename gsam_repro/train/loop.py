@@ -125,7 +125,6 @@ def build(cfg: RunConfig, device: torch.device, world: World = SINGLE) -> Parts:
     from gsam_repro.data.loaders import shard_bundle
     from gsam_repro.models import create_model
     from gsam_repro.optim import create_optimizer
-    from gsam_repro.optim.sam import SharpnessAware
 
     channels_last = cfg.train.channels_last
     distributed.per_device_batch(cfg.data.batch_size, world)  # a UsageError before any work
@@ -152,11 +151,6 @@ def build(cfg: RunConfig, device: torch.device, world: World = SINGLE) -> Parts:
                                      lr_min=cfg.lr_min, model=trained)
     except (ValueError, TypeError) as err:
         raise UsageError(f"optimizer: {err}") from None
-    if world.active and cfg.train.precision == "fp16" and isinstance(optimizer, SharpnessAware):
-        # Each process decides alone to skip a step on an inf/nan gradient at w, and the others
-        # would then wait forever to average their directions with it.
-        raise UsageError("train.precision: fp16 is not supported for data-parallel runs of the "
-                         "SAM family; use bf16")
     total_steps = cfg.schedule.epochs * len(data.train)
     scheduler = make_scheduler(optimizer, total_steps, cfg.schedule.warmup_steps,
                                cfg.schedule.decay, cfg.optimizer.lr, cfg.lr_min)
