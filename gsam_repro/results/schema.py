@@ -44,6 +44,8 @@ RUN_COLUMNS: dict[str, str] = {
     "steps": "Int64",
     "images_per_s": "Float64",
     "peak_mem_mb": "Float64",
+    "world_size": "Int64",  # processes of a data-parallel run (1: one process)
+    "per_device_batch": "Int64",  # m of m-sharpness: the batch each perturbation sees
     # environment
     "torch_version": "string",
     "device": "string",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from gsam_repro.train import run as train_run
 
     summary = train_run(config, out_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # one line per run, not per data-parallel process
+        return 0
     figures = " ".join(
         f"{key} {summary[key]:.4g}" for key in ("test_acc", "test_loss", "surrogate_gap",
                                                "hessian_max_eig", "wall_s")
