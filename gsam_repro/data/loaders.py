@@ -62,7 +62,43 @@ def shard_range(batch_size: int, shard: tuple[int, int] | None) -> slice | None:
     return slice(rank * part, (rank + 1) * part)
 
 
-class ArrayLoader:
+class _Batches:
+    """What ArrayLoader and FileLoader share: batch counting, epochs, and cheap variants.
+    Subclasses set train, batch_size, max_batches and epoch, and define num_examples."""
+
+    train: bool
+    batch_size: int
+    max_batches: int | None
+    epoch: int
+    num_examples: int  # a property of each subclass
+
+    def variant(self, **changes):
+        """Another loader over the same data (no copy) with some settings changed, e.g. an
+        un-augmented pass over the training set: variant(train=False, shuffle=False,
+        augment="none")."""
+        other = copy.copy(self)
+        for key, value in changes.items():
+            if not hasattr(other, key):
+                raise AttributeError(f"{type(self).__name__} has no setting {key!r}")
+            setattr(other, key, value)
+        return other
+
+    def __len__(self) -> int:
+        if self.train:  # the last partial training batch is dropped
+            batches = self.num_examples // self.batch_size
+        else:
+            batches = -(-self.num_examples // self.batch_size)
+        return min(batches, self.max_batches) if self.max_batches else batches
+
+    @property
+    def images_per_epoch(self) -> int:
+        return min(len(self) * self.batch_size, self.num_examples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class ArrayLoader(_Batches):
     """Batches of a uint8 array data set held on `device`, augmented on `device`.
 
     train=True shuffles, drops the last partial batch and augments; train=False keeps the
@@ -92,33 +128,9 @@ class ArrayLoader:
         self.scale = (1.0 / (255.0 * std_tensor)).view(1, -1, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean) / std_tensor).view(1, -1, 1, 1).to(self.device)
 
-    def variant(self, **changes) -> ArrayLoader:
-        """Another loader over the same device tensors (no copy), e.g. an un-augmented pass
-        over the training set: variant(train=False, shuffle=False, augment="none")."""
-        other = copy.copy(self)
-        for key, value in changes.items():
-            if not hasattr(other, key):
-                raise AttributeError(f"ArrayLoader has no setting {key!r}")
-            setattr(other, key, value)
-        return other
-
     @property
     def num_examples(self) -> int:
         return len(self.labels)
-
-    def __len__(self) -> int:
-        if self.train:
-            batches = self.num_examples // self.batch_size
-        else:
-            batches = -(-self.num_examples // self.batch_size)
-        return min(batches, self.max_batches) if self.max_batches else batches
-
-    @property
-    def images_per_epoch(self) -> int:
-        return min(len(self) * self.batch_size, self.num_examples)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def order(self) -> torch.Tensor | None:
         """This epoch's permutation of the examples (None: natural order)."""
@@ -261,7 +273,7 @@ def file_transform(train: bool, augment: str, image_size: int, cutout: int):
     return T.Compose(steps + normalise + after)
 
 
-class FileLoader:
+class FileLoader(_Batches):
     """Streams an ImageFolder split from disk through a torch DataLoader (for big images)."""
 
     def __init__(self, files: FileList, *, batch_size: int, device: torch.device, train: bool,
@@ -282,32 +294,9 @@ class FileLoader:
         self.shard = shard
         self.dataset = _ImageFiles(files, file_transform(train, augment, image_size, cutout))
 
-    def variant(self, **changes) -> FileLoader:
-        """The same file list with some settings changed (batch_size, shard)."""
-        other = copy.copy(self)
-        for key, value in changes.items():
-            if not hasattr(other, key):
-                raise AttributeError(f"FileLoader has no setting {key!r}")
-            setattr(other, key, value)
-        return other
-
     @property
     def num_examples(self) -> int:
         return len(self.files)
-
-    def __len__(self) -> int:
-        if self.train:
-            batches = self.num_examples // self.batch_size
-        else:
-            batches = -(-self.num_examples // self.batch_size)
-        return min(batches, self.max_batches) if self.max_batches else batches
-
-    @property
-    def images_per_epoch(self) -> int:
-        return min(len(self) * self.batch_size, self.num_examples)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator()
