@@ -6,7 +6,8 @@ the fastest repeats are reported beside them (other work on a shared machine onl
 
 - vector work: the optimizer's own arithmetic per million parameters. The closure copies stored
   gradients (no forward/backward), so vector work = step time - passes x closure time - the base
-  SGD update. Also expressed in "passes": one read of all parameters (a global norm) costs one.
+  SGD update. Also expressed in "passes": one read or write of every parameter, measured as a
+  third of an in-place add (the memory-traffic floor: a step needs about 15 for GSAM).
 - whole step: one training step of a timm model on a fixed batch; ratios GSAM/SAM and SAM/SGD.
 - buffers: parameter-sized tensors the optimizer keeps beyond the base optimizer's, per parameter.
 
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="interleaved repeats, medians reported (default 7; quick 2)")
+                        help="whole-step repeats, interleaved (default 7, quick 2)")
+    parser.add_argument("--vector-repeats", type=int, default=None,
+                        help="interleaved vector-work repeats (default 21; quick 2)")
     parser.add_argument("--params-millions", type=float, default=None,
                         help="parameters for the vector-work figure (default 12.6; quick 0.3)")
     parser.add_argument("--model", default=None,
@@ -65,6 +68,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "threads": args.threads,
         "repeats": pick(args.repeats, 7, 2),
+        "vector_repeats": pick(args.vector_repeats, 21, 2),
         "params_millions": pick(args.params_millions, 12.6, 0.3),
         "model": pick(args.model, "resnet18", "test_resnet", "resnet50"),
         "batch_size": pick(args.batch_size, 32, 4, 256),
@@ -75,15 +79,24 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     from gsam_repro.errors import UsageError
 
-    if settings["repeats"] < 1 or settings["params_millions"] <= 0 or settings["threads"] < 1:
-        raise UsageError("--repeats, --threads and --params-millions must be positive")
+    if min(settings["repeats"], settings["vector_repeats"], settings["threads"]) < 1 or (
+        settings["params_millions"] <= 0
+    ):
+        raise UsageError(
+            "--repeats, --vector-repeats, --threads and --params-millions must be positive"
+        )
     return settings
 
 
 def _command(settings: dict[str, Any], output: str) -> str:
-    parts = ["gsam-repro bench optim", f"--device {settings['device']}",
-             f"--threads {settings['threads']}", f"--repeats {settings['repeats']}",
-             f"--params-millions {settings['params_millions']}"]
+    # OpenMP's wait policy changes CPU figures by up to half (idle threads spin or sleep
+    # between the many short parallel loops of a step), so it is part of the command.
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    parts = [f"OMP_WAIT_POLICY={policy}"] if policy else []
+    parts += ["gsam-repro bench optim", f"--device {settings['device']}",
+              f"--threads {settings['threads']}", f"--repeats {settings['repeats']}",
+              f"--vector-repeats {settings['vector_repeats']}",
+              f"--params-millions {settings['params_millions']}"]
     if settings["whole_step"]:
         parts += [f"--model {settings['model']}", f"--batch-size {settings['batch_size']}",
                   f"--image-size {settings['image_size']}"]
@@ -168,14 +181,11 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
             p.grad = g.clone()
         return zero
 
-    def clear():
-        for p in params:
-            p.grad = None
-
     lr = 1e-6  # the weights barely move, so every repeat does the same arithmetic
     optimizers = {name: create_optimizer(name, params, **_optimizer_kwargs(name, lr))
                   for name in OPTIMIZERS}
     base = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    scratch = [g.clone() for g in stored]
 
     def step(name):
         opt = optimizers[name]
@@ -183,17 +193,28 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
             opt.zero_grad(set_to_none=True)
         opt.step(closure)
 
+    def steady(fn, before=None, calls: int = 3) -> float:
+        """Time the last of a few back-to-back calls: each optimizer in its steady state, as in
+        training, with little left over from whichever optimizer ran before it."""
+        for _ in range(calls):
+            if before is not None:
+                before()
+            elapsed = _timed(fn, device)
+        return elapsed
+
     samples: dict[str, list[float]] = {name: [] for name in (*OPTIMIZERS, "closure", "base",
                                                               "one_pass")}
-    for repeat in range(settings["repeats"] + 1):  # the first round warms up and is dropped
+    for repeat in range(settings["vector_repeats"] + 1):  # the first round is a warm-up
         round_times: dict[str, float] = {}
-        clear()
-        round_times["closure"] = _timed(closure, device)
-        round_times["base"] = _timed(base.step, device)
-        round_times["one_pass"] = _timed(lambda: torch._foreach_norm(stored), device)
+        # A closure call replaces every gradient (the old ones are freed), as a backward pass
+        # after zero_grad(set_to_none=True) does: that is the cost subtracted per pass.
+        round_times["closure"] = steady(closure)
+        round_times["base"] = steady(base.step, before=closure)
+        # One pass = one read or write of every parameter; an in-place add makes three.
+        round_times["one_pass"] = steady(
+            lambda: torch._foreach_add_(scratch, stored, alpha=1e-9)) / 3
         for name in OPTIMIZERS:
-            clear()
-            round_times[name] = _timed(lambda name=name: step(name), device)
+            round_times[name] = steady(lambda name=name: step(name))
         if repeat:
             for key, value in round_times.items():
                 samples[key].append(value)
@@ -372,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
             "cpu_count": os.cpu_count(),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average_before": load_before,
         },
     }

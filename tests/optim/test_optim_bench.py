@@ -21,7 +21,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path, keep_threads, capsys):
     output = tmp_path / "optim.json"
     assert main(["bench", "optim", "--quick", "--threads", "1", "--output", str(output)]) == 0
     result = json.loads(output.read_text())
-    assert result["command"].startswith("gsam-repro bench optim ")
+    assert "gsam-repro bench optim --device cpu --threads 1 " in result["command"]
     assert f"--output {output}" in result["command"]
 
     vector = result["vector_work"]
@@ -36,6 +36,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path, keep_threads, capsys):
     assert whole["ratios"]["gsam/sam"] == pytest.approx(
         whole["step_ms"]["gsam"] / whole["step_ms"]["sam"])
     assert all(len(v) == 2 for v in whole["step_samples_ms"].values())  # --quick: 2 repeats
+    assert all(len(row["step_samples_ms"]) == 2 for row in vector["optimizers"].values())
+    assert "omp_wait_policy" in result["environment"]
     assert "sam/sgd" in capsys.readouterr().out
     assert set(whole["ratios_from_minimums"]) == set(whole["ratios"])
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
