@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="whole-step repeats, interleaved (default 7, quick 2)")
+                        help="whole-step repeats, interleaved (default 9, quick 2)")
     parser.add_argument("--vector-repeats", type=int, default=None,
                         help="interleaved vector-work repeats (default 21; quick 2)")
     parser.add_argument("--params-millions", type=float, default=None,
@@ -67,7 +67,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {
         "device": args.device,
         "threads": args.threads,
-        "repeats": pick(args.repeats, 7, 2),
+        "repeats": pick(args.repeats, 9, 2),
         "vector_repeats": pick(args.vector_repeats, 21, 2),
         "params_millions": pick(args.params_millions, 12.6, 0.3),
         "model": pick(args.model, "resnet18", "test_resnet", "resnet50"),
@@ -309,6 +309,13 @@ def whole_step(settings: dict[str, Any], device) -> dict[str, Any]:
             "sam/sgd": medians["sam"] / medians["sgd"],
             "gsam/sgd": medians["gsam"] / medians["sgd"],
         },
+        # Median over repeats of the ratio within each repeat: the optimizers of one repeat ran
+        # back to back, so slow drifts of the machine cancel.
+        "ratios_paired": {
+            f"{a}/{b}": statistics.median(x / y for x, y in zip(samples[a], samples[b],
+                                                                   strict=True))
+            for a, b in (("gsam", "sam"), ("weighted", "sam"), ("sam", "sgd"), ("gsam", "sgd"))
+        },
         "ratios_from_minimums": {
             "gsam/sam": minimums["gsam"] / minimums["sam"],
             "weighted/sam": minimums["weighted"] / minimums["sam"],
@@ -366,6 +373,8 @@ def _print_report(result: dict[str, Any]) -> None:
             print(f"  {name:10s} {ms:9.1f} ms{extra}")
         print("  ratios of medians:  " + ", ".join(
             f"{k} {v:.3f}" for k, v in whole["ratios"].items()))
+        print("  paired ratios:      " + ", ".join(
+            f"{k} {v:.3f}" for k, v in whole["ratios_paired"].items()))
         print("  ratios of fastest:  " + ", ".join(
             f"{k} {v:.3f}" for k, v in whole["ratios_from_minimums"].items()))
 

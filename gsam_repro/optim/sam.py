@@ -84,8 +84,13 @@ def global_dot_and_norm(first: list[Tensor], second: list[Tensor]) -> tuple[Tens
     dtype = _accumulate_dtype(first)
     dots, squares = [], []
     for a, b in zip(first, second, strict=True):
-        dots.append(_dot(a, b, dtype))
-        squares.append(_dot(b, b, dtype))
+        flat = _flat_pair(a, b) if a.dtype == b.dtype == dtype else None
+        if flat is None:
+            dots.append(_dot(a, b, dtype))
+            squares.append(_dot(b, b, dtype))
+        else:
+            dots.append(torch.dot(flat[0], flat[1]))
+            squares.append(torch.dot(flat[1], flat[1]))
     return torch.stack(dots).sum(), torch.stack(squares).sum().sqrt()
 
 

@@ -39,7 +39,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path, keep_threads, capsys):
     assert all(len(row["step_samples_ms"]) == 2 for row in vector["optimizers"].values())
     assert "omp_wait_policy" in result["environment"]
     assert "sam/sgd" in capsys.readouterr().out
-    assert set(whole["ratios_from_minimums"]) == set(whole["ratios"])
+    assert set(whole["ratios_from_minimums"]) == set(whole["ratios_paired"]) == set(whole["ratios"])
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
 
 
