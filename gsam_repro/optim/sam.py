@@ -26,6 +26,7 @@ from gsam_repro.optim.rho import check_rho_schedule, rho_at
 EPS = 1e-12
 ADAPTIVE_MODES = (False, "paper", "asam")
 STAT_NAMES = ("f", "f_p", "h", "rho", "grad_norm", "grad_p_norm", "cos")
+_BLAS_DTYPES = (torch.float32, torch.float64)
 
 
 def _accumulate_dtype(tensors: list[Tensor]) -> torch.dtype:
@@ -55,15 +56,38 @@ def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
     return None
 
 
+def _dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """<a, b> for one pair of tensors as a 0-dim `dtype` tensor, without temporaries when the
+    layouts allow a BLAS dot product."""
+    flat = _flat_pair(a, b) if a.dtype == b.dtype and a.dtype in _BLAS_DTYPES else None
+    if flat is None:
+        return torch.sum(a.to(dtype) * b.to(dtype))
+    part = torch.dot(*flat)
+    return part if part.dtype == dtype else part.to(dtype)
+
+
 def global_dot(first: list[Tensor], second: list[Tensor]) -> Tensor:
     """<first, second> over all tensors, as a 0-dim tensor (no temporaries, no sync)."""
     dtype = _accumulate_dtype(first)
-    parts = []
+    return torch.stack([_dot(a, b, dtype) for a, b in zip(first, second, strict=True)]).sum()
+
+
+def global_dot_and_norm(first: list[Tensor], second: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """(<first, second>, ||second||) together: on CPU one loop that reads each tensor of
+    `second` twice in a row, while it is still in cache."""
+    if second[0].device.type != "cpu":
+        return global_dot(first, second), global_norm(second)
+    dtype = _accumulate_dtype(first)
+    dots, squares = [], []
     for a, b in zip(first, second, strict=True):
-        flat = _flat_pair(a, b)
-        part = torch.dot(*flat) if flat is not None else torch.sum(a * b)
-        parts.append(part.to(dtype))
-    return torch.stack(parts).sum()
+        flat = _flat_pair(a, b) if a.dtype == b.dtype == dtype else None
+        if flat is None:
+            dots.append(_dot(a, b, dtype))
+            squares.append(_dot(b, b, dtype))
+        else:
+            dots.append(torch.dot(flat[0], flat[1]))
+            squares.append(torch.dot(flat[1], flat[1]))
+    return torch.stack(dots).sum(), torch.stack(squares).sum().sqrt()
 
 
 def batchnorm_buffers(model: torch.nn.Module | None) -> list[Tensor]:
@@ -357,8 +381,7 @@ class SharpnessAware(torch.optim.Optimizer):
             if p.grad is None:  # no gradient at w + eps: g_p is zero there
                 p.grad = torch.zeros_like(p)
         grads_p = [p.grad for p in params]
-        dot = global_dot(g_bufs, grads_p)
-        grad_p_norm = global_norm(grads_p)
+        dot, grad_p_norm = global_dot_and_norm(g_bufs, grads_p)
         self.direction(grads_p, g_bufs, dot, grad_p_norm)
 
         if _is_ddp(self.model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gsam_repro.optim.sam import global_dot, global_norm
+from gsam_repro.optim.sam import global_dot, global_dot_and_norm, global_norm
 
 
 def tensors(seed):
@@ -47,3 +47,10 @@ def test_float64_is_kept_and_half_precision_is_summed_in_float32():
     assert global_norm(values).dtype == torch.float64
     halves = [torch.full((4096,), 300.0, dtype=torch.float16)]  # its squares overflow in fp16
     torch.testing.assert_close(global_norm(halves), torch.tensor(300.0 * 64.0))
+
+
+def test_dot_and_norm_together_equal_each_alone():
+    first, second = tensors(0), tensors(1)
+    dot, norm = global_dot_and_norm(first, second)
+    torch.testing.assert_close(dot, reference(first) @ reference(second))
+    torch.testing.assert_close(norm, reference(second).norm())
