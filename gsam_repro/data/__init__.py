@@ -7,6 +7,7 @@ training device.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from gsam_repro.errors import UsageError
 # so every seed and every optimizer of a sweep trains and validates on the same images.
 SUBSET_SEED = 1234
 
-__all__ = ["DataBundle", "build_data", "SUBSET_SEED"]
+__all__ = ["DataBundle", "build_data", "flip_labels", "SUBSET_SEED"]
 
 
 @dataclass
@@ -37,6 +38,30 @@ class DataBundle:
     val_examples: int
     classes: list[str]
     loader: str  # "gpu" (device-resident arrays) or "torch" (DataLoader workers)
+    # data.label_noise > 0: which training images (in `hessian` order) had their label flipped,
+    # and their clean labels; the loaders hold the noisy ones.
+    flipped: np.ndarray | None = None
+    clean_labels: np.ndarray | None = None
+
+
+# The label-noise draw mixes this constant with data.label_noise_seed, never with the run's seed:
+# every optimizer and seed of a sweep trains on the same noisy labels.
+LABEL_NOISE_SEED = 4321
+
+
+def flip_labels(labels: np.ndarray, fraction: float, num_classes: int,
+                noise_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric label noise: round(fraction * N) labels, chosen uniformly, each replaced by a
+    class drawn uniformly from the other num_classes - 1. Returns (noisy labels, flipped mask)."""
+    rng = np.random.default_rng([LABEL_NOISE_SEED, noise_seed])
+    count = int(round(fraction * len(labels)))
+    chosen = rng.permutation(len(labels))[:count]
+    shift = rng.integers(1, num_classes, size=count)  # 1..C-1: never the same class
+    noisy = labels.copy()
+    noisy[chosen] = (labels[chosen] + shift) % num_classes
+    flipped = np.zeros(len(labels), dtype=bool)
+    flipped[chosen] = True
+    return noisy, flipped
 
 
 def _subset_indices(total: int, val_size: int, train_size: int | None,
@@ -106,6 +131,12 @@ def build_data(cfg, *, seed: int, device, num_classes: int | None = None,
     train_index, val_index = _subset_indices(len(source.train), cfg.val_size, cfg.train_size,
                                              "training")
     train_split = source.train.take(train_index)
+    flipped = clean_labels = None
+    if cfg.label_noise > 0:
+        clean_labels = train_split.labels
+        noisy, flipped = flip_labels(clean_labels, cfg.label_noise, len(source.classes),
+                                     cfg.label_noise_seed)
+        train_split = dataclasses.replace(train_split, labels=noisy)
     val_split = source.train.take(val_index) if cfg.val_size else None
     test_index = _test_indices(len(source.test), cfg.test_size)
     test_split = source.test.take(test_index) if test_index is not None else source.test
@@ -153,5 +184,5 @@ def build_data(cfg, *, seed: int, device, num_classes: int | None = None,
         num_classes=len(source.classes), channels=source.channels, image_size=image_size,
         train_examples=len(train_split), test_examples=len(test_split),
         val_examples=len(val_split) if val_split is not None else 0,
-        classes=source.classes, loader=loader_kind,
+        classes=source.classes, loader=loader_kind, flipped=flipped, clean_labels=clean_labels,
     )

@@ -9,6 +9,7 @@ See docs/optimizers.md for the math, BatchNorm, DDP, mixed precision and adding 
 """
 
 from gsam_repro.optim.amp import scaled_step
+from gsam_repro.optim.facts import optimizer_facts
 from gsam_repro.optim.gsam import GSAM
 from gsam_repro.optim.registry import (
     available_optimizers,
@@ -28,6 +29,7 @@ __all__ = [
     "WeightedSAM",
     "available_optimizers",
     "create_optimizer",
+    "optimizer_facts",
     "register_optimizer",
     "resolve_optimizer",
     "rho_at",

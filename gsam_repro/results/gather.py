@@ -25,10 +25,10 @@ from typing import Any
 import yaml
 
 from gsam_repro.errors import UsageError
-from gsam_repro.results.schema import HISTORY_COLUMNS, RUN_COLUMNS
+from gsam_repro.results.schema import HISTORY_COLUMNS, PROBE_DTYPE, RUN_COLUMNS
 from gsam_repro.sweep import store
 from gsam_repro.sweep.ids import id_from_dir_name
-from gsam_repro.train.config import SECTIONS, flatten
+from gsam_repro.train.config import PROBE_PREFIX, SECTIONS, flatten
 
 RUNS_PARQUET = "runs.parquet"
 HISTORY_PARQUET = "history.parquet"
@@ -88,6 +88,13 @@ def run_columns() -> dict[str, str]:
     columns.update(config_columns())
     columns.update({k: v for k, v in RUN_COLUMNS.items() if k not in head})
     return columns
+
+
+def probe_columns(names) -> dict[str, str]:
+    """The sharpness-probe columns among `names` (one per radius a sweep probed), sorted by
+    radius."""
+    probes = [n for n in names if str(n).startswith(PROBE_PREFIX)]
+    return {n: PROBE_DTYPE for n in sorted(probes, key=lambda n: float(n[len(PROBE_PREFIX):]))}
 
 
 def _schema_hash() -> str:
@@ -192,7 +199,8 @@ def read_run(run_dir: Path, sweep: str) -> tuple[dict, list[dict]]:
     row: dict[str, Any] = {"run_id": run_id, "sweep": sweep, "run_dir": f"runs/{run_dir.name}"}
     row.update(flatten(config))
     if summary is not None:
-        row.update({k: v for k, v in summary.items() if k in RUN_COLUMNS and k not in row})
+        row.update({k: v for k, v in summary.items()
+                    if (k in RUN_COLUMNS or k.startswith(PROBE_PREFIX)) and k not in row})
         status = summary.get("status", "done")
         row["status"] = status if status in ("done", "diverged") else "failed"
     elif failed is not None:
@@ -334,8 +342,8 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
 
     import pandas as pd  # only now: an up-to-date gather stays fast as a command
 
-    runs_columns = run_columns()
-    runs = frame(new_rows, runs_columns)
+    new_probes = probe_columns({k for row in new_rows for k in row})
+    runs = frame(new_rows, run_columns() | new_probes)
     history = frame(new_epochs, HISTORY_COLUMNS)
     if previous:
         keep = {f"{store.RUNS}/{n}" for n in unchanged if not entries[n].get("skip")}
@@ -351,6 +359,8 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
         runs = pd.concat([old_runs, runs], ignore_index=True) if len(runs) else old_runs
         history = pd.concat([old_history, history], ignore_index=True) if len(history) \
             else old_history
+    runs_columns = run_columns() | probe_columns(runs.columns)
+    runs = runs.reindex(columns=list(runs_columns))
     runs = runs.sort_values("run_dir", kind="stable").reset_index(drop=True)
     history = history.sort_values(["run_id", "epoch"], kind="stable").reset_index(drop=True)
     runs = runs.astype(runs_columns)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gsam_repro.train.config import NON_IDENTIFYING, RunConfig, run_id
+from gsam_repro.train.config import NON_IDENTIFYING, RunConfig, identifying, run_id
 
 RUN_ID_LENGTH = len(run_id(RunConfig()))
 MAX_NAME_CHARS = 80  # readable part of a run directory name; the id follows it
@@ -44,7 +44,8 @@ class IdBuilder:
         flat["schedule.lr_min"] = None  # resolved per run in finish()
         self.keys = sorted(flat)
         self.position = {key: i for i, key in enumerate(self.keys)}
-        self._base = [f"{_dump(key)}:{_dump(flat[key])}" for key in self.keys]
+        self._base = [f"{_dump(key)}:{_dump(flat[key])}" if identifying(key, flat[key]) else ""
+                      for key in self.keys]
         self._lr_min_pos = self.position["schedule.lr_min"]
         self._lr_min_text: dict[tuple, str] = {}
 
@@ -56,6 +57,8 @@ class IdBuilder:
         pos = self.position.get(key)
         if pos is None or key == "schedule.lr_min":
             return None
+        if not identifying(key, value):  # left out of the id (an empty fragment)
+            return pos, ""
         return pos, f"{_dump(key)}:{_dump(value)}"
 
     def finish(self, fragments: list[str], lr: float, lr_min: float | None) -> str:
@@ -64,7 +67,7 @@ class IdBuilder:
             resolved = lr / 100 if lr_min is None else lr_min
             text = self._lr_min_text[(lr, lr_min)] = f'"schedule.lr_min":{_dump(resolved)}'
         fragments[self._lr_min_pos] = text
-        text = "{" + ",".join(fragments) + "}"
+        text = "{" + ",".join(f for f in fragments if f) + "}"
         return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
 
 

@@ -28,6 +28,13 @@ DECAYS = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOADERS = ("auto", "gpu", "torch")
 ADAPTIVE = (False, "paper", "asam")
+DEFAULT_PROBE_RHOS = (0.01, 0.02, 0.05, 0.1)
+PROBE_PREFIX = "probe_h_rho"  # summary.json / runs.parquet columns probe_h_rho<r>
+
+
+def probe_key(rho: float) -> str:
+    """The column of the sharpness probe at radius `rho`, e.g. probe_h_rho0.05."""
+    return f"{PROBE_PREFIX}{format(float(rho), 'g')}"
 
 
 @dataclass
@@ -49,6 +56,8 @@ class DataConfig:
     num_workers: int = 0  # DataLoader workers; not part of the run id
     cache_dir: str | None = None  # decoded-image cache; None: $GSAM_REPRO_CACHE or
     # ~/.cache/gsam_repro; not part of the run id
+    label_noise: float = 0.0  # fraction of training labels replaced by another class (symmetric)
+    label_noise_seed: int = 0  # which labels flip and to what; independent of the run's seed
 
 
 @dataclass
@@ -114,6 +123,12 @@ class EvalConfig:
     every: int = 1  # evaluate on test (and val) every N epochs, and always at the end
     hessian_batches: int = 0  # batches for the dominant Hessian eigenvalue at the end; 0 = off
     hessian_iters: int = 20  # power-iteration steps
+    # Sharpness probes at the end of training, the same for every optimizer (SGD included):
+    # h(r) = f(w + r g/||g||) - f(w) for each r, per batch of the run's own batch size, over the
+    # first `probe_batches` un-augmented training batches (fixed; the same for every seed).
+    probe_rhos: list = field(default_factory=lambda: list(DEFAULT_PROBE_RHOS))
+    probe_batches: int = 4  # 0 = no probes
+    probe_adaptive: bool = False  # eps = r |w|^2 g / || |w| g || (ASAM's scaling) instead
 
 
 @dataclass
@@ -149,6 +164,16 @@ NON_IDENTIFYING = frozenset(
     {"data.root", "data.download", "data.num_workers", "data.cache_dir", "train.threads",
      "train.log_every"}
 )
+
+# Keys added after runs were first recorded: while at these defaults they are left out of the
+# run id, so a run made before the key existed keeps its id (and is not redone).
+OMITTED_AT_DEFAULT: dict[str, Any] = {
+    "data.label_noise": 0.0,
+    "data.label_noise_seed": 0,
+    "eval.probe_rhos": list(DEFAULT_PROBE_RHOS),
+    "eval.probe_batches": 4,
+    "eval.probe_adaptive": False,
+}
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -318,6 +343,17 @@ def check_config(cfg: RunConfig, err) -> None:
     at_least("eval.every", e.every, 1)
     at_least("eval.hessian_batches", e.hessian_batches, 0)
     at_least("eval.hessian_iters", e.hessian_iters, 1)
+    if not (0.0 <= d.label_noise < 1.0):
+        raise err("data.label_noise", f"must be in [0, 1), got {d.label_noise}")
+    at_least("eval.probe_batches", e.probe_batches, 0)
+    if e.probe_batches and not e.probe_rhos:
+        raise err("eval.probe_rhos", "must list at least one radius (or set eval.probe_batches: 0)")
+    for value in e.probe_rhos:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 < value < float("inf")):
+            raise err("eval.probe_rhos", f"every radius must be a number > 0, got {value!r}")
+    if len(set(map(float, e.probe_rhos))) != len(e.probe_rhos):
+        raise err("eval.probe_rhos", f"radii repeat: {e.probe_rhos}")
 
 
 def config_from_dict(
@@ -363,9 +399,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     return config_from_dict(tree, overrides, source=str(path), lines=lines)
 
 
+def identifying(key: str, value: Any) -> bool:
+    """Whether a flat config key with this value is part of the run id."""
+    if key in NON_IDENTIFYING:
+        return False
+    return key not in OMITTED_AT_DEFAULT or value != OMITTED_AT_DEFAULT[key]
+
+
 def canonical_json(cfg: RunConfig) -> str:
     """Sorted-key JSON of the identifying part of the resolved config."""
-    flat = {k: v for k, v in cfg.flat().items() if k not in NON_IDENTIFYING}
+    flat = {k: v for k, v in cfg.flat().items() if identifying(k, v)}
     flat["schedule.lr_min"] = cfg.lr_min
     return json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
 

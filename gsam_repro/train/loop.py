@@ -27,15 +27,28 @@ import torch
 from torch import nn
 
 from gsam_repro.errors import UsageError
+from gsam_repro.optim.facts import optimizer_facts
 from gsam_repro.train import distributed, rundir
 from gsam_repro.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from gsam_repro.train.config import RunConfig, run_id
+from gsam_repro.train.config import RunConfig, probe_key, run_id
 from gsam_repro.train.distributed import SINGLE, World
-from gsam_repro.train.measure import evaluate, hessian_max_eig
+from gsam_repro.train.measure import (
+    evaluate,
+    hessian_max_eig,
+    label_memorization,
+    sharpness_probes,
+)
 from gsam_repro.train.schedule import make_scheduler
 
-# The SAM family reports these epoch means; plain optimizers report only f (= the train loss).
-STAT_KEYS = ("f", "f_p", "h", "rho")
+# Optimizer stats kept as epoch means in history, and the history column each goes to (the
+# SAM family reports them all; plain optimizers none, and f is then the train loss).
+HISTORY_STATS = {"f": "f", "f_p": "f_p", "h": "surrogate_gap", "rho": "rho",
+                 "grad_norm": "grad_norm", "grad_p_norm": "grad_p_norm", "cos": "cos"}
+
+
+# env.json keys copied into summary.json (and so runs.parquet) to flag mixed provenance.
+PROVENANCE_KEYS = ("git_dirty", "cpu_model", "cpu_capability", "gpu_name",
+                   "optimizer_file_sha256")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,7 +242,7 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
         correct += (logits.argmax(dim=1) == y).sum()
         seen += len(y)
         stats = getattr(parts.optimizer, "stats", None) or {}
-        for key in STAT_KEYS:
+        for key in HISTORY_STATS:
             if key in stats:
                 value = stats[key].detach().float()
                 stat_sums[key] = stat_sums[key] + value if key in stat_sums else value
@@ -267,14 +280,13 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
         return {"diverged": True, "step": steps}
     counters.train_s += train_s
     counters.train_images += seen
+    stats = {column: means.get(key) for key, column in HISTORY_STATS.items()}
+    stats["f"] = means.get("f", train_loss)
     return {
         "lr": lr_sum / steps,
-        "rho": means.get("rho"),
         "train_loss": train_loss,
         "train_acc": 100.0 * totals[1] / seen,
-        "f": means.get("f", train_loss),
-        "f_p": means.get("f_p"),
-        "surrogate_gap": means.get("h"),
+        **stats,
         "train_s": train_s,
         "data_s": data_s,
         "images_per_s": seen / train_s,
@@ -303,25 +315,53 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def fixed_training_batches(parts: Parts, count: int) -> list:
+    """The first `count` un-augmented training batches, in the fixed order that does not depend
+    on the seed (several processes: rank 0 alone, over count * world per-process batches)."""
+    count *= parts.world.size
+    batches = []
+    for x, y in parts.data.hessian:
+        if len(batches) == count:
+            break
+        batches.append((x, y))
+    return batches
+
+
+def end_of_training(parts: Parts, cfg: RunConfig) -> dict:
+    """Measurements of the final weights: the Hessian's dominant eigenvalue, the sharpness
+    probes at the fixed radii eval.probe_rhos (every optimizer alike) and, under label noise,
+    how many flipped labels the model memorised."""
+    out: dict = {"hessian_max_eig": measure_hessian(parts, cfg)}
+    e = cfg.eval
+    if e.probe_batches > 0:
+        probes = sharpness_probes(parts.model, parts.criterion,
+                                  fixed_training_batches(parts, e.probe_batches), e.probe_rhos,
+                                  adaptive=e.probe_adaptive)
+        out["probe_f"] = probes["f"]
+        out.update({probe_key(r): h for r, h in probes["h"].items()})
+    data = parts.data
+    if data.flipped is not None:
+        out.update(label_memorization(parts.eval_forward or parts.model, data.hessian,
+                                      data.flipped, data.clean_labels, parts.autocast))
+    return out
+
+
 def measure_hessian(parts: Parts, cfg: RunConfig) -> float | None:
     """eval.hessian_batches > 0: the dominant Hessian eigenvalue of the training loss over the
     first N un-augmented training batches (fixed for the run). Several processes: rank 0 alone,
     over N * world per-process batches (the same images, in one device's memory)."""
     if cfg.eval.hessian_batches <= 0:
         return None
-    count = cfg.eval.hessian_batches * parts.world.size
-    batches = []
-    for x, y in parts.data.hessian:
-        batches.append((x, y))
-        if len(batches) == count:
-            break
+    batches = fixed_training_batches(parts, cfg.eval.hessian_batches)
     return hessian_max_eig(parts.model, parts.criterion, batches, iters=cfg.eval.hessian_iters,
                            seed=cfg.seed)
 
 
 def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: Parts,
-              hessian: float | None, env: dict) -> dict:
-    """summary.json: final metrics (last evaluated epoch), best epoch, cost and environment."""
+              final: dict, env: dict) -> dict:
+    """summary.json: final metrics (last evaluated epoch), best epoch (chosen on validation when
+    there is a validation set, else on test), the end-of-training measurements `final`, the
+    optimizer's facts, cost and environment."""
     history = counters.history
     last = history[-1] if history else {}
     evaluated = [row for row in history if row.get("test_acc") is not None]
@@ -344,11 +384,17 @@ def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: 
         "train_loss": last.get("train_loss"),
         "best_test_acc": max((row["test_acc"] for row in evaluated), default=None),
         "best_val_acc": max(best_val, default=None),
+        "test_acc_at_best_val": best["test_acc"] if best and use_val else None,
         "f": last.get("f"),
         "f_p": last.get("f_p"),
         "surrogate_gap": last.get("surrogate_gap"),
         "rho": last.get("rho"),
-        "hessian_max_eig": hessian,
+        "grad_norm": last.get("grad_norm"),
+        "grad_p_norm": last.get("grad_p_norm"),
+        "cos": last.get("cos"),
+        "hessian_max_eig": final.get("hessian_max_eig"),
+        **{k: v for k, v in final.items() if k != "hessian_max_eig"},
+        **optimizer_facts(parts.optimizer),
         "wall_s": counters.wall_s,
         "fwd_bwd_passes": counters.fwd_bwd_passes,
         "steps": counters.steps,
@@ -360,6 +406,7 @@ def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: 
         "device": env["device_name"],
         "git_sha": env["git_sha"],
         "hostname": env["hostname"],
+        **{key: env.get(key) for key in PROVENANCE_KEYS},
     }
 
 
@@ -439,7 +486,7 @@ def run(config: RunConfig, out_dir: str | os.PathLike) -> dict:
 def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: World) -> dict:
     parts = build(cfg, device, world)
     main = world.is_main
-    env = rundir.environment(device)
+    env = rundir.environment(device, cfg.optimizer.name)
     env.update(world_size=world.size,
                per_device_batch=distributed.per_device_batch(cfg.data.batch_size, world))
     if main:
@@ -511,11 +558,11 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
 
     summary = None
     if main:
-        hessian = None
+        final: dict = {}
         if status == "done":
             start = time.perf_counter()
-            hessian = measure_hessian(parts, cfg)
+            final = end_of_training(parts, cfg)
             counters.wall_s += time.perf_counter() - start
-        summary = summarize(cfg, rid, status, counters, parts, hessian, env)
+        summary = summarize(cfg, rid, status, counters, parts, final, env)
         rundir.atomic_write_json(out_dir / rundir.SUMMARY, summary)
     return distributed.from_main(world, summary)

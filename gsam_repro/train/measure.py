@@ -1,4 +1,5 @@
-"""Measurements beyond the training step: test metrics and the Hessian's dominant eigenvalue.
+"""Measurements beyond the training step: test metrics, the Hessian's dominant eigenvalue,
+sharpness probes at fixed radii and, under label noise, how much of the noise was memorised.
 
 The eigenvalue lets every run check the paper's argument that the surrogate gap h tracks
 sharpness (near a minimum, h ~ rho^2 * lambda_max / 2).
@@ -10,6 +11,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,3 +110,86 @@ def hessian_max_eig(model: nn.Module, loss_fn: Callable, batches: list, iters: i
     finally:
         model.train(was_training)
     return eigenvalue
+
+
+def _probe_direction(params: list[torch.Tensor], grads: list[torch.Tensor],
+                     adaptive: bool) -> list[torch.Tensor]:
+    """The unit ascent direction of the probe: g/||g||, or (adaptive) |w|^2 g / || |w| g ||, so
+    that w + r * direction is SAM's (or ASAM's) first-order perturbation of radius r."""
+    if adaptive:
+        scaled = [p.detach().abs() * g for p, g in zip(params, grads, strict=True)]
+        norm = torch.sqrt(_dot(scaled, scaled))
+        return [p.detach().abs() * s / norm for p, s in zip(params, scaled, strict=True)]
+    norm = torch.sqrt(_dot(grads, grads))
+    return [g / norm for g in grads]
+
+
+def sharpness_probes(model: nn.Module, loss_fn: Callable, batches: list,
+                     rhos: Iterable[float], adaptive: bool = False) -> dict:
+    """The surrogate gap at fixed radii: for each r, the mean over `batches` of
+    f_b(w + r d_b) - f_b(w), with d_b the unit ascent direction of batch b alone (so the
+    perturbation is per batch of the run's batch size, the m of m-sharpness).
+
+    Same function of the weights as hessian_max_eig (eval mode: BatchNorm's running statistics,
+    no dropout), so h(r) ~ r ||g|| + r^2 g^T H g / (2 ||g||^2) can be checked against it. The
+    weights are put back exactly. Returns {"f": mean f(w), "h": {r: mean h(r)}}."""
+    rhos = [float(r) for r in rhos]
+    if not batches or not rhos:
+        return {"f": math.nan, "h": {r: math.nan for r in rhos}}
+    was_training = model.training
+    model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    f_total = 0.0
+    h_total = [0.0] * len(rhos)
+    try:
+        for x, y in batches:
+            loss = loss_fn(model(x).float(), y)
+            grads = torch.autograd.grad(loss, params)
+            f_value = float(loss.detach())
+            f_total += f_value
+            if float(torch.sqrt(_dot(list(grads), list(grads)))) == 0.0:
+                continue  # a zero gradient: no ascent direction, h = 0 at every radius
+            direction = _probe_direction(params, list(grads), adaptive)
+            with torch.no_grad():
+                for index, r in enumerate(rhos):
+                    for p, w, d in zip(params, saved, direction, strict=True):
+                        torch.add(w, d, alpha=r, out=p)
+                    h_total[index] += float(loss_fn(model(x).float(), y)) - f_value
+                for p, w in zip(params, saved, strict=True):
+                    p.copy_(w)
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, saved, strict=True):
+                p.copy_(w)
+        model.train(was_training)
+    count = len(batches)
+    return {"f": f_total / count, "h": {r: total / count for r, total in zip(rhos, h_total,
+                                                                             strict=True)}}
+
+
+@torch.no_grad()
+def label_memorization(model: Callable, loader: Iterable, flipped, clean_labels,
+                       autocast: Callable[[], contextlib.AbstractContextManager]
+                       ) -> dict[str, float]:
+    """On the training images whose label was flipped (label noise), the share the model
+    predicts as their noisy label (memorised) and as their clean label, in percent. `loader`
+    yields the un-augmented training set in its fixed order, with the noisy labels."""
+    was_training = getattr(model, "training", False)
+    model.eval()
+    noisy_hits, clean_hits = [], []
+    start = 0
+    for x, y in loader:
+        with autocast():
+            predicted = model(x).argmax(dim=1).cpu().numpy()
+        end = start + len(predicted)
+        mask = flipped[start:end]
+        noisy_hits.append(predicted[mask] == y.cpu().numpy()[mask])
+        clean_hits.append(predicted[mask] == clean_labels[start:end][mask])
+        start = end
+    model.train(was_training)
+    noisy, clean = np.concatenate(noisy_hits), np.concatenate(clean_hits)
+    if not len(noisy):
+        return {"memorized_pct": math.nan, "flipped_clean_pct": math.nan}
+    return {"memorized_pct": 100.0 * float(noisy.mean()),
+            "flipped_clean_pct": 100.0 * float(clean.mean())}

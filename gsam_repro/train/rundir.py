@@ -7,6 +7,7 @@ means the run is finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -128,6 +129,43 @@ def git_sha() -> str | None:
     return sha if result.returncode == 0 and sha else None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout this package runs from has uncommitted changes to tracked files
+    (None outside a git checkout): a result from a dirty tree is not reproducible from its sha."""
+    package_dir = Path(__file__).resolve().parents[1]
+    try:
+        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=package_dir, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform reports."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def file_sha256(path: str | Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def optimizer_file(name: str) -> str | None:
+    """The file of a `path/to/file.py:Class` optimizer name, else None."""
+    target = name.rpartition(":")[0]
+    return target if target.endswith(".py") else None
+
+
 def device_name(device) -> str:
     import torch
 
@@ -136,8 +174,10 @@ def device_name(device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def environment(device) -> dict:
-    """What env.json records: versions, device and host, so results can be traced."""
+def environment(device, optimizer_name: str | None = None) -> dict:
+    """What env.json records: versions, device, host, CPU and instruction set torch uses, the
+    commit and whether the tree was dirty, and the hash of a user's optimizer file, so results
+    can be traced and mixed provenance flagged."""
     from importlib import metadata
 
     import numpy
@@ -160,6 +200,12 @@ def environment(device) -> dict:
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "optimizer_file_sha256": (file_sha256(optimizer_file(optimizer_name))
+                                  if optimizer_name and optimizer_file(optimizer_name) else None),
     }
 
 
