@@ -181,3 +181,15 @@ def test_user_mistakes_exit_2_with_one_line(sweep_dir, tmp_path, capsys):
     full_sweep(sweep_dir, seeds=1)
     assert main(["report", str(sweep_dir), "--rows", "optimizer.rhoo"]) == 2
     assert "did you mean optimizer.rho" in capsys.readouterr().err
+
+
+def test_compare_flag_adds_p_values_and_refuses_unknown_columns(sweep_dir, capsys):
+    full_sweep(sweep_dir)
+    assert main(["report", str(sweep_dir), "--no-figures", "--tables", "comparison",
+                 "--compare", "weighted:sgd", "--compare", "gsam α=0.1:gsam α=0.3"]) == 0
+    csv = pd.read_csv(sweep_dir / "report" / "comparison.csv")
+    assert set(csv.loc[csv["column"].str.startswith("p ("), "column"]) == {
+        "p (weighted vs sgd)", "p (gsam α=0.1 vs gsam α=0.3)"}
+    assert main(["report", str(sweep_dir), "--compare", "gsam:sgd"]) == 2
+    err = capsys.readouterr().err
+    assert "'gsam' is not a column of the comparison table" in err and "gsam α=0.1" in err
