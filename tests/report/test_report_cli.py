@@ -13,10 +13,12 @@ from gsam_repro.cli import main
 from gsam_repro.results.gather import empty_runs
 
 OPTIMIZERS = ("sgd", "sam", "gsam", "weighted")
+PROBE_RHOS = (0.01, 0.05, 0.1)
 
 
-def full_sweep(folder, seeds=3):
-    """Three seeds of four optimizers, an alpha grid, validation and Hessian values, history."""
+def full_sweep(folder, seeds=3, probes=False):
+    """Three seeds of four optimizers, an alpha grid, validation and Hessian values, history;
+    with `probes`, the fixed-radius probe and provenance columns too."""
     rng = np.random.default_rng(0)
     rows, history = [], []
     for seed in range(seeds):
@@ -24,6 +26,10 @@ def full_sweep(folder, seeds=3):
             for alpha in ((0.1, 0.3) if name == "gsam" else (None,)):
                 extra = {"optimizer__alpha": alpha} if alpha is not None else {}
                 acc = 90.0 + i + rng.normal(0, 0.3)
+                if probes:
+                    extra.update({f"probe_h_rho{r:g}": r * r * (10.0 - i + rng.normal(0, 0.2))
+                                  for r in PROBE_RHOS})
+                    extra["probe_f"] = 0.5 + 0.01 * i
                 r = run(name, acc, seed, val_acc=acc - 1.0, hessian_max_eig=40.0 / (i + 1),
                         **extra)
                 rows.append(r)
@@ -64,22 +70,49 @@ def test_report_writes_tables_and_figures(sweep_dir, capsys):
     assert gsam["n"].iloc[0] == 3
 
 
+def compile_tables(paths, folder):
+    """pdflatex each table alone in a default article (345 pt text width): (ok, log text)."""
+    logs = []
+    for number, path in enumerate(paths):
+        document = folder / f"table{number}.tex"
+        document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
+                            "\\usepackage{graphicx}\n\\begin{document}\n"
+                            f"\\input{{{path}}}\n\\end{{document}}\n")
+        result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                                 document.name], cwd=folder, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, (path.name, result.stdout[-2000:])
+        logs.append((path.name, (folder / f"table{number}.log").read_text(errors="replace")))
+    return logs
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
-def test_latex_tables_compile(sweep_dir, tmp_path):
-    full_sweep(sweep_dir)
+def test_latex_tables_compile_and_fit_the_text_width(sweep_dir, tmp_path):
+    full_sweep(sweep_dir, probes=True)
     assert main(["report", str(sweep_dir), "--no-figures"]) == 0
     tex = sorted((sweep_dir / "report").glob("*.tex"))
-    assert len(tex) >= 5
-    body = "\n".join(f"\\input{{{path}}}\n\\bigskip\n" for path in tex)
-    document = tmp_path / "tables.tex"
-    document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
-                        "\\usepackage[margin=1cm,landscape]{geometry}\n"
-                        f"\\begin{{document}}\n\\small\n{body}\\end{{document}}\n")
-    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
-                             document.name], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert (tmp_path / "tables.pdf").stat().st_size > 1000
+    assert {"claims.tex", "probes.tex", "cost.tex", "comparison.tex"} <= {p.name for p in tex}
+    for name, log in compile_tables(tex, tmp_path):
+        assert "Overfull \\hbox" not in log, name
+    assert "$f_p + \\lambda h$" in (sweep_dir / "report" / "gsam_vs_weighted.tex").read_text()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_overfull_check_catches_a_wide_table(tmp_path):
+    # the check above must be able to fail: the same wide tabular without the fitting box
+    from gsam_repro.report.render import FIT_OPEN, Cell, Table
+
+    table = Table("wide", "wide", ["row"], [])
+    for number in range(14):
+        table.set(("a",), f"column {number}", Cell(value=90.0 + number, std=0.5, n=3))
+    wide = tmp_path / "wide.tex"
+    wide.write_text(table.to_latex().replace(FIT_OPEN, "").replace("\\end{tabular}%\n}",
+                                                                   "\\end{tabular}"))
+    fitted = tmp_path / "fitted.tex"
+    fitted.write_text(table.to_latex())
+    logs = dict(compile_tables([wide, fitted], tmp_path))
+    assert "Overfull \\hbox" in logs["wide.tex"]
+    assert "Overfull \\hbox" not in logs["fitted.tex"]
 
 
 def test_spec_options_and_command_line_override(sweep_dir, capsys):
