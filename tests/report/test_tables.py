@@ -221,3 +221,25 @@ def test_named_pairs_replace_the_default_ones(sweep_dir):
         tables.check_pairs([("gsan", "sam")], columns)
     with pytest.raises(UsageError, match="expected two optimizer columns"):
         tables.parse_pair("gsam")
+
+
+def test_cost_totals_over_the_runs_that_reached_the_target(sweep_dir):
+    # results/cifar10-cpu's weighted row: the fast seed never reached the target, so medians
+    # over different runs put the time to target (392 s) above the total (384 s)
+    rows = [run("weighted", 62.0 + s, s, wall_s=wall) for s, wall in
+            enumerate((380.0, 384.0, 414.0))]
+    history = []
+    for r, best in zip(rows, (62.0, 63.0, 64.0), strict=True):
+        for epoch in (1, 2):
+            history.append({"run_id": r["run_id"], "epoch": epoch,
+                            "fwd_bwd_passes": 30 * epoch, "test_acc": best - 5 * (2 - epoch),
+                            "wall_s": r["wall_s"] / 2 * epoch - 4})
+    table = tables.cost(load_sweep(write_sweep(sweep_dir, rows, history)), ["model.name"],
+                        target=62.5)
+    label = ("small_cnn", "weighted")
+    assert table.get(label, "reached").text == "2/3"
+    assert table.get(label, "wall to target (s)").value == pytest.approx((380 + 410) / 2)
+    assert table.get(label, "total wall (s)").value == pytest.approx((384 + 414) / 2)
+    assert table.get(label, "wall to target (s)").value <= table.get(label, "total wall (s)").value
+    assert table.get(label, "final test_acc").n == 3  # accuracy stays over every run
+    assert any("medians over the same runs" in note for note in table.notes)
