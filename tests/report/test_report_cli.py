@@ -39,6 +39,7 @@ def full_sweep(folder, seeds=3, probes=False):
                         "train_loss": 2.0 / epoch, "fwd_bwd_passes": r["fwd_bwd_passes"] * epoch,
                         "wall_s": 3.0 * epoch,
                         "surrogate_gap": None if name == "sgd" else 0.1 / epoch / (i + 1),
+                        "rho": None if name == "sgd" else 0.05 / (1 + (name == "gsam") * epoch),
                     })
     return write_sweep(folder, rows, history)
 
@@ -226,3 +227,44 @@ def test_compare_flag_adds_p_values_and_refuses_unknown_columns(sweep_dir, capsy
     assert main(["report", str(sweep_dir), "--compare", "gsam:sgd"]) == 2
     err = capsys.readouterr().err
     assert "'gsam' is not a column of the comparison table" in err and "gsam α=0.1" in err
+
+
+def _outside_math(text: str) -> str:
+    return "".join(part for i, part in enumerate(text.split("$")) if i % 2 == 0)
+
+
+def test_figures_separate_in_grey_scale_with_math_labels(sweep_dir, monkeypatch):
+    from matplotlib.text import Text
+
+    from gsam_repro.report import figures
+
+    drawn = {}
+    original = figures.save
+
+    def keep(fig, out_dir, name):
+        drawn[name] = fig
+        return original(fig, out_dir, name)
+
+    monkeypatch.setattr(figures, "save", keep)
+    full_sweep(sweep_dir, probes=True)
+    assert main(["report", str(sweep_dir), "--tables", "comparison"]) == 0
+    assert {"fig_training_curves", "fig_surrogate_gap", "fig_probe_h"} <= set(drawn)
+    for name in ("fig_training_curves", "fig_surrogate_gap", "fig_probe_h",
+                 "fig_accuracy_vs_alpha"):
+        for ax in drawn[name].axes:
+            lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+            lines += [bars.lines[0] for bars in ax.containers]  # error-bar plots
+            styles = {(str(line.get_linestyle()), line.get_marker()) for line in lines}
+            assert len(styles) == len(lines), name  # no two curves differ by colour alone
+    texts = [t.get_text() for fig in drawn.values() for t in fig.findobj(Text) if t.get_text()]
+    assert any(r"$\lambda_{\max}$" in t for t in texts)
+    assert not any("_max" in _outside_math(t) or "f_p" in _outside_math(t) for t in texts)
+    # the training-time h states the radius behind each curve
+    legend = drawn["fig_surrogate_gap"].axes[0].get_legend().get_texts()
+    legend = [t.get_text() for t in legend]
+    assert legend and all(r"$\rho_t$" in t for t in legend)
+    probe_legend = drawn["fig_probe_h"].axes[0].get_legend().get_texts()
+    assert "sgd" in [t.get_text() for t in probe_legend]  # SGD has h(ρ) too
+    assert len(drawn["fig_probe_h"].axes[0].containers) == 5  # sgd, sam, 2 gsam, weighted
+    assert [t.get_text() for t in drawn["fig_probe_h"].axes[0].get_xticklabels()] == [
+        "0.01", "0.05", "0.1"]
