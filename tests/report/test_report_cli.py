@@ -268,3 +268,22 @@ def test_figures_separate_in_grey_scale_with_math_labels(sweep_dir, monkeypatch)
     assert len(drawn["fig_probe_h"].axes[0].containers) == 5  # sgd, sam, 2 gsam, weighted
     assert [t.get_text() for t in drawn["fig_probe_h"].axes[0].get_xticklabels()] == [
         "0.01", "0.05", "0.1"]
+
+
+def test_report_names_mixed_commits_machines_and_dirty_trees(sweep_dir):
+    shas = ["a" * 40, "b" * 40, "c" * 40]
+    rows = [run(name, 90.0 + s, s, git_sha=shas[s], hostname="vm",
+                cpu_model="Xeon" if s else "EPYC", git_dirty=(name == "sam" and s == 0))
+            for name in ("sgd", "sam") for s in range(3)]
+    write_sweep(sweep_dir, rows)
+    assert main(["report", str(sweep_dir), "--no-figures", "--tables", "comparison"]) == 0
+    index = (sweep_dir / "report" / "report.md").read_text()
+    line = next(t for t in index.splitlines() if t.startswith("Provenance:"))
+    assert "the 6 runs span 3 commits (aaaaaaa, bbbbbbb, ccccccc)" in line
+    assert "2 machines (vm / EPYC; vm / Xeon)" in line and "1 runs from a dirty" in line
+
+    same = [run(name, 90.0 + s, s, git_sha=shas[0], hostname="vm") for name in ("sgd", "sam")
+            for s in range(3)]
+    write_sweep(sweep_dir, same)  # today's schema: no git_dirty or cpu_model columns
+    assert main(["report", str(sweep_dir), "--no-figures", "--tables", "comparison"]) == 0
+    assert "Provenance:" not in (sweep_dir / "report" / "report.md").read_text()
