@@ -139,8 +139,8 @@ def claims_table(sweep: Sweep, rows: list[str], metric: str = "test_acc") -> Tab
         if not rendered:
             other = "the plain optimizer it wraps" if claim.b == VANILLA else claim.b
             extra = f" at {claim.budget_b}" if claim.budget_b else ""
-            table.notes.append(f"claim '{claim.text}' left out: no {claim.a} runs beside "
-                               f"{other} runs{extra}")
+            table.notes.append(f"claim '{claim.text}' left out: the sweep lacks {claim.a} "
+                               f"runs or {other} runs{extra}")
     if not table.empty:
         table.notes.append(
             f"Δ = mean(A) − mean(B); {CONFIDENCE:.0%} interval: Welch–Satterthwaite t; "
