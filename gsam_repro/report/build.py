@@ -3,7 +3,7 @@ SWEEP_DIR/report/, and collect what was left out and why.
 
 Options come from, in rising priority: defaults, the `report:` mapping of SWEEP_DIR/spec.yaml,
 and the command line. Keys: rows, tables, target, target_metric, select_on, dataset, metric,
-figures.
+figures, compare.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from gsam_repro.errors import ConfigError, UsageError
+from gsam_repro.report import claims, paper, probes, tables
 from gsam_repro.report import figures as figs
-from gsam_repro.report import paper, tables
 from gsam_repro.report.load import Sweep, load_sweep
+from gsam_repro.report.provenance import provenance_line
 from gsam_repro.report.render import Table, write_text
 
-TABLES = ("comparison", "table1", "cifar10_wrn16_8", "ablation_alpha", "ablation_rho",
-          "gsam_vs_weighted", "selection", "cost")
+TABLES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "probes", "ablation_alpha",
+          "ablation_rho", "gsam_vs_weighted", "selection", "cost")
 OPTION_KEYS = ("rows", "tables", "target", "target_metric", "select_on", "dataset", "metric",
-               "figures")
+               "figures", "compare")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ReportOptions:
     dataset: str = "imagenet"
     metric: str = "test_acc"
     figures: bool = True
+    compare: list[str] | None = None  # "A:B" pairs of comparison-table columns
 
     def update(self, values: dict[str, Any], source: str) -> None:
         """Apply a mapping of options (from spec.yaml's `report:` or the command line)."""
@@ -48,7 +50,7 @@ class ReportOptions:
                 raise ConfigError(f"report.{key}", f"unknown key{extra}", source=source)
             if value is None:
                 continue
-            if key in ("rows", "tables"):
+            if key in ("rows", "tables", "compare"):
                 value = [value] if isinstance(value, str) else list(value)
             if key == "tables":
                 for name in value:
@@ -128,7 +130,8 @@ def _wanted(sweep: Sweep, options: ReportOptions) -> list[str]:
         keys = {paper.model_key(m) for m in df["model.name"].dropna().unique()}
         if "wrn16_8" in keys:
             wanted.append("cifar10_wrn16_8")
-    wanted += ["ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost"]
+    wanted += ["claims", "probes", "ablation_alpha", "ablation_rho", "gsam_vs_weighted",
+               "selection", "cost"]
     return wanted
 
 
@@ -140,13 +143,18 @@ def build(sweep_dir: str | Path, options: ReportOptions | None = None,
     options = options or ReportOptions()
     rows = options.rows if options.rows is not None else default_rows(sweep)
     _check_rows(sweep, rows)
+    compare = [tables.parse_pair(text) for text in options.compare or []]
+    if compare:
+        tables.check_pairs(compare, tables.comparison_columns(sweep, rows))
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir=out, left_out=list(sweep.notes))
     requested = options.tables is not None
     metric = options.metric
     builders = {
-        "comparison": lambda: tables.comparison(sweep, rows, metric),
+        "comparison": lambda: tables.comparison(sweep, rows, metric, compare),
+        "claims": lambda: claims.claims_table(sweep, rows, metric),
+        "probes": lambda: probes.probe_table(sweep, rows),
         "table1": lambda: tables.table1(sweep, options.dataset, metric, options.select_on),
         "cifar10_wrn16_8": lambda: tables.cifar10_paper(sweep, metric),
         "ablation_alpha": lambda: tables.ablation(sweep, "alpha", rows, metric),
@@ -201,6 +209,9 @@ def _write_index(sweep: Sweep, report: Report, figure_files: list[Path], out: Pa
              "Accuracies in percent; cells are mean ± std (number of seeds). Bold: the best "
              "mean, chosen on the numbers. Tables also as LaTeX (booktabs) and CSV beside this "
              "file.", ""]
+    line = provenance_line(sweep.done)
+    if line:
+        lines[4:4] = [line, ""]
     for table in report.tables:
         lines.append(table.to_markdown())
         lines.append("")

@@ -10,8 +10,8 @@ from gsam_repro.errors import UsageError
 
 # The same names as gsam_repro.report.build.TABLES (a test keeps them equal); repeated here so
 # that `--help` does not import pandas.
-TABLE_NAMES = ("comparison", "table1", "cifar10_wrn16_8", "ablation_alpha", "ablation_rho",
-               "gsam_vs_weighted", "selection", "cost")
+TABLE_NAMES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "probes", "ablation_alpha",
+               "ablation_rho", "gsam_vs_weighted", "selection", "cost")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="paper Table 1 column beside ours (default imagenet)")
     parser.add_argument("--metric", metavar="COLUMN",
                         help="accuracy column the tables report (default test_acc)")
+    parser.add_argument("--compare", action="append", metavar="A:B",
+                        help="add Welch's t-test of column A against column B of the comparison "
+                        "table, named as there ('gsam α=0.1:sam'); repeatable (default: each "
+                        "method against the best baseline of its family)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
 
 
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {
         "rows": args.rows, "tables": args.tables, "target": args.target,
         "target_metric": args.target_metric, "select_on": args.select_on,
-        "dataset": args.dataset, "metric": args.metric,
+        "dataset": args.dataset, "metric": args.metric, "compare": args.compare,
     }
     options.update({k: v for k, v in flags.items() if v is not None}, source="command line")
     if args.no_figures:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gsam_repro.report.load import Sweep, format_value, variant_sort_key
+from gsam_repro.report.render import math_text
 
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 COLORS = {"sgd": "#4C72B0", "adamw": "#55A868", "sam": "#DD8452", "gsam": "#C44E52",
@@ -40,7 +41,16 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-LINESTYLES = ["-", "--", ":", "-."]
+# Line style and marker per optimizer, so curves stay apart in grey scale; a second column of
+# the same optimizer (another setting or budget) takes the next unused pair.
+LINE_STYLES = {"sgd": ("-", "o"), "adamw": ("-", "v"), "sam": ("--", "s"), "gsam": (":", "^"),
+               "weighted": ("-.", "D")}
+SPARE_STYLES = [((0, (5, 1)), "P"), ((0, (3, 1, 1, 1, 1, 1)), "X"), ((0, (1, 2)), "*"),
+                ((0, (6, 2, 1, 2)), "h"), ("-", "<"), ("--", ">"), (":", "p"), ("-.", "d")]
+
+
+def _base_of(label: str) -> str:
+    return label.split(" · ")[0].split(" ")[0].split("-")[0].split("(")[0]
 
 
 def color_of(label: str, used: dict[str, str]) -> str:
@@ -49,7 +59,7 @@ def color_of(label: str, used: dict[str, str]) -> str:
     label = label.split(" · ")[0]
     if label in used:
         return used[label]
-    base = label.split(" ")[0].split("-")[0].split("(")[0]
+    base = _base_of(label)
     if base in COLORS and COLORS[base] not in used.values():
         used[label] = COLORS[base]
     else:
@@ -58,10 +68,30 @@ def color_of(label: str, used: dict[str, str]) -> str:
     return used[label]
 
 
+def style_of(label: str, used: dict[str, dict]) -> dict:
+    """Colour, line style and marker of an optimizer column, distinct from every other column
+    drawn in the same figure (`used` remembers them)."""
+    key = label.split(" · ")[0]
+    if key in used:
+        return used[key]
+    taken = {(str(v["ls"]), v["marker"]) for v in used.values()}
+    fixed = LINE_STYLES.get(_base_of(key))
+    candidates = ([fixed] if fixed else []) + SPARE_STYLES
+    free = [c for c in candidates if (str(c[0]), c[1]) not in taken]
+    ls, marker = free[0] if free else SPARE_STYLES[len(used) % len(SPARE_STYLES)]
+    colors = {k: v["color"] for k, v in used.items()}
+    used[key] = {"color": color_of(key, colors), "ls": ls, "marker": marker}
+    return used[key]
+
+
 def save(fig, out_dir: Path, name: str) -> list[Path]:
     """Write fig as <name>.png (200 dpi) and <name>.pdf, each through a temporary file."""
     import matplotlib.pyplot as plt
+    from matplotlib.text import Text
 
+    for text in fig.findobj(Text):  # names such as λ_max and f_p as math, everywhere
+        if text.get_text():
+            text.set_text(math_text(text.get_text()))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix in ("png", "pdf"):
@@ -74,13 +104,17 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     return written
 
 
-def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, color: str, label: str,
-          marker: str | None = "o", linestyle: str = "-") -> None:
-    ax.plot(x, mean, color=color, label=label, marker=marker, ms=2.5, ls=linestyle)
+def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, style: dict, label: str,
+          group: int = 0) -> None:
+    """A mean line with a ± std band; markers about every eighth point, hollow for the second
+    row group (the line style belongs to the optimizer)."""
+    ax.plot(x, mean, color=style["color"], label=label, marker=style["marker"], ms=3,
+            ls=style["ls"], markevery=max(1, len(x) // 8),
+            fillstyle="full" if group % 2 == 0 else "none")
     finite = np.isfinite(std)
     if finite.any():
         ax.fill_between(x, mean - np.where(finite, std, 0), mean + np.where(finite, std, 0),
-                        color=color, alpha=0.2, lw=0)
+                        color=style["color"], alpha=0.2, lw=0)
 
 
 def _line_label(variant: str, group: tuple, several: bool) -> str:
@@ -144,7 +178,7 @@ def accuracy_vs(sweep: Sweep, over: str, rows: list[str], out_dir: Path,
     df = df.assign(_label=column_labels(df, keys, exclude=exclude))
     parts = groups(df, keys)
     several = len(parts) > 1
-    used: dict[str, str] = {}
+    used: dict[str, dict] = {}
     with paper_style():
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
         for number, (group, sub) in enumerate(parts):
@@ -154,9 +188,8 @@ def accuracy_vs(sweep: Sweep, over: str, rows: list[str], out_dir: Path,
                     continue
                 stats = stats.sort_index()
                 _band(ax, stats.index.to_numpy(float), stats["mean"].to_numpy(float),
-                      stats["std"].to_numpy(float), color_of(name, used),
-                      _line_label(name, group, several),
-                      linestyle=LINESTYLES[number % len(LINESTYLES)])
+                      stats["std"].to_numpy(float), style_of(name, used),
+                      _line_label(name, group, several), number)
         x = df["_x"].to_numpy(float)
         if (x > 0).all() and x.max() / x.min() >= 20:
             ax.set_xscale("log")
@@ -195,10 +228,9 @@ def _curve_lines(sweep: Sweep, rows: list[str], column: str, family_only: bool =
     return lines
 
 
-def _draw_lines(ax, lines, used: dict[str, str]) -> None:
+def _draw_lines(ax, lines, used: dict[str, dict]) -> None:
     for label, number, x, mean, std in lines:
-        _band(ax, x, mean, std, color_of(label, used), label, marker=None,
-              linestyle=LINESTYLES[number % len(LINESTYLES)])
+        _band(ax, x, mean, std, style_of(label, used), label, number)
     _integer_epochs(ax)
 
 
@@ -218,7 +250,7 @@ def training_curves(sweep: Sweep, rows: list[str], out_dir: Path
     if not loss and not acc:
         return [], "training curves left out: history.parquet missing or without train_loss " \
                    "and test_acc"
-    used: dict[str, str] = {}
+    used: dict[str, dict] = {}
     with paper_style():
         fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH * 2, 2.3))
         for ax, lines, ylabel in ((axes[0], loss, "train loss"),
@@ -242,15 +274,35 @@ def training_curves(sweep: Sweep, rows: list[str], out_dir: Path
         return save(fig, out_dir, "fig_training_curves"), None
 
 
+def _rho_t_text(sweep: Sweep, rows: list[str], label: str) -> str:
+    """The radius behind a training-time h curve: ρ_t = 0.05, or its range when it follows
+    the schedule (GSAM: ρ_max → ρ_min), from history's per-epoch rho."""
+    _, history = labelled(sweep, rows)
+    if history is None or "rho" not in history.columns:
+        return "ρ_t not recorded"
+    rho = history.loc[history["_label"] == label.split(" · ")[0]].groupby("epoch")["rho"].mean()
+    rho = rho.dropna()
+    if rho.empty:
+        return "ρ_t not recorded"
+    first, last = float(rho.iloc[0]), float(rho.iloc[-1])
+    if np.isclose(first, last, rtol=1e-3):
+        return f"ρ_t = {first:.3g}"
+    return f"ρ_t {first:.3g} → {last:.3g}"
+
+
 def surrogate_gap_curves(sweep: Sweep, rows: list[str], out_dir: Path
                          ) -> tuple[list[Path], str | None]:
-    """The surrogate gap h = f(w + eps) - f(w) per epoch, SAM-family optimizers."""
+    """The training-time surrogate gap h = f(w + eps) - f(w) per epoch, SAM-family optimizers,
+    each at its own radius ρ_t (stated in the legend): not a comparison at equal radius, which
+    is fig_probe_h's job."""
     import matplotlib.pyplot as plt
 
     lines = _curve_lines(sweep, rows, "surrogate_gap", family_only=True)
     if not lines:
         return [], "surrogate gap figure left out: no surrogate_gap in history.parquet"
-    used: dict[str, str] = {}
+    lines = [(f"{label} ({_rho_t_text(sweep, rows, label)})", *rest)
+             for label, *rest in lines]
+    used: dict[str, dict] = {}
     with paper_style():
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
         _draw_lines(ax, lines, used)
@@ -258,10 +310,57 @@ def surrogate_gap_curves(sweep: Sweep, rows: list[str], out_dir: Path
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("surrogate gap h = f_p − f")
-        ax.set_title("Surrogate gap over training (epoch mean)")
+        ax.set_title("Training-time h, each at its own ρ_t (unequal radii)")
         ax.legend(frameon=False)
         fig.tight_layout()
         return save(fig, out_dir, "fig_surrogate_gap"), None
+
+
+def probe_figure(sweep: Sweep, rows: list[str], out_dir: Path
+                 ) -> tuple[list[Path], str | None]:
+    """h(ρ) against ρ at the end of training, one line an optimizer (SGD included), mean ± std
+    over seeds as error bars: the surrogate gap compared at equal radius."""
+    import matplotlib.pyplot as plt
+
+    from gsam_repro.report.probes import probe_columns
+    from gsam_repro.report.tables import groups
+
+    df, _ = labelled(sweep, rows)
+    radii = probe_columns(df)
+    if len(radii) < 1 or "_label" not in df.columns:
+        return [], "probe figure left out: runs.parquet has no probe_h_rho* values (older " \
+                   "schema, or eval.probe_rhos empty)"
+    keys = [k for k in rows if k in df.columns]
+    parts = groups(df, keys)
+    several = len(parts) > 1
+    used: dict[str, dict] = {}
+    x = np.array([r for r, _ in radii])
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.4))
+        for number, (group, sub) in enumerate(parts):
+            for name in sorted(sub["_label"].unique(), key=variant_sort_key):
+                runs = sub[sub["_label"] == name]
+                mean = np.array([runs[c].mean() for _, c in radii], dtype=float)
+                std = np.array([runs[c].std(ddof=1) if runs[c].notna().sum() > 1 else 0.0
+                                for _, c in radii], dtype=float)
+                style = style_of(name, used)
+                ax.errorbar(x, mean, yerr=std, color=style["color"], ls=style["ls"],
+                            marker=style["marker"], ms=3, capsize=2,
+                            fillstyle="full" if number % 2 == 0 else "none",
+                            label=_line_label(name, group, several))
+        values = np.concatenate([df[c].to_numpy(float) for _, c in radii])
+        values = values[np.isfinite(values)]
+        if len(x) > 1 and (x > 0).all() and values.size and (values > 0).all():
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xticks(x, [f"{r:g}" for r in x])
+        ax.minorticks_off()
+        ax.set_xlabel("probe radius ρ (the same for every run)")
+        ax.set_ylabel("h(ρ) = f(w + ρĝ) − f(w)")
+        ax.set_title("Surrogate gap at equal radius, end of training (mean ± std)")
+        ax.legend(frameon=False)
+        fig.tight_layout()
+        return save(fig, out_dir, "fig_probe_h"), None
 
 
 # ------------------------------------------------------------------------- Hessian figures
@@ -316,8 +415,7 @@ def accuracy_vs_hessian(sweep: Sweep, rows: list[str], out_dir: Path,
     df = df.dropna(subset=["hessian_max_eig", metric])
     if len(df) < 2:
         return [], "accuracy vs Hessian figure left out: fewer than two runs with both values"
-    used: dict[str, str] = {}
-    markers = ["o", "s", "^", "D", "v", "P"]
+    used: dict[str, dict] = {}
     keys = [k for k in rows if k in df.columns]
     from gsam_repro.report.tables import groups
 
@@ -330,10 +428,11 @@ def accuracy_vs_hessian(sweep: Sweep, rows: list[str], out_dir: Path,
         for number, (group, sub) in enumerate(parts):
             for name in sorted(sub["_label"].unique(), key=variant_sort_key):
                 runs = sub[sub["_label"] == name]
-                ax.scatter(runs["hessian_max_eig"], runs[metric], s=12,
-                           label=_line_label(name, group, several),
-                           marker=markers[number % len(markers)],
-                           color=color_of(name, used), edgecolor="black", linewidth=0.3)
+                style = style_of(name, used)
+                ax.scatter(runs["hessian_max_eig"], runs[metric], s=14,
+                           label=_line_label(name, group, several), marker=style["marker"],
+                           color=style["color"] if number % 2 == 0 else "none",
+                           edgecolor=style["color"] if number % 2 else "black", linewidth=0.5)
         x = df["hessian_max_eig"].to_numpy(float)
         if (x > 0).all() and x.max() / x.min() >= 20:
             ax.set_xscale("log")
@@ -359,6 +458,7 @@ def all_figures(sweep: Sweep, rows: list[str], out_dir: Path) -> tuple[list[Path
         lambda: accuracy_vs(sweep, "rho", rows, out_dir),
         lambda: training_curves(sweep, rows, out_dir),
         lambda: surrogate_gap_curves(sweep, rows, out_dir),
+        lambda: probe_figure(sweep, rows, out_dir),
         lambda: hessian_eigenvalues(sweep, rows, out_dir),
         lambda: accuracy_vs_hessian(sweep, rows, out_dir),
     ):

@@ -42,8 +42,15 @@ METRICS = (
     "test_acc", "test_top5", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss",
     "best_test_acc", "best_val_acc", "f", "f_p", "surrogate_gap", "rho", "hessian_max_eig",
     "wall_s", "fwd_bwd_passes", "steps", "images_per_s", "peak_mem_mb", "epochs_completed",
-    "epoch", "lr", "epoch_s",
+    "epoch", "lr", "epoch_s", "radius", "passes_per_step", "memorized_pct",
+    "test_acc_at_best_val", "probe_f",
 )
+PROBE_COLUMN_PREFIX = "probe_"  # fixed-radius sharpness probes: numeric, however many radii
+
+
+def is_metric(column: str) -> bool:
+    """True for the numeric result columns (read as float64 with NaN for missing)."""
+    return column in METRICS or str(column).startswith(PROBE_COLUMN_PREFIX)
 
 
 @dataclass
@@ -135,8 +142,8 @@ def numeric(series: pd.Series) -> np.ndarray:
 
 def _normalize(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    for column in METRICS:
-        if column in df.columns:
+    for column in df.columns:
+        if is_metric(column):
             df[column] = numeric(df[column])
     df["variant"] = [variant_of(row) for row in df.to_dict("records")] if len(df) else []
     df["sam_family"] = [

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MISSING = "—"
+# Scale a table down to the text width when it is wider, keep it as it is otherwise.
+FIT_OPEN = "\\noindent\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
 
 
 @dataclass
@@ -94,9 +96,37 @@ _LATEX = {
 }
 
 
+# Names our labels write in Unicode that read as math (LaTeX and matplotlib's mathtext alike),
+# longest first so "f_p + λh" wins over "f_p".
+MATH_PHRASES = {
+    "f_p + λh": r"f_p + \lambda h", "f_p − f": r"f_p - f", "λ_max": r"\lambda_{\max}",
+    "ρ_max": r"\rho_{\max}", "ρ_min": r"\rho_{\min}", "ρ_t": r"\rho_t", "f_p": r"f_p",
+}
+_PHRASES = sorted(MATH_PHRASES, key=len, reverse=True)
+
+
+def _with_math(text: str, plain) -> str:
+    """`text` with each MATH_PHRASES name as $math$ and every other character through `plain`."""
+    out, i = [], 0
+    while i < len(text):
+        phrase = next((p for p in _PHRASES if text.startswith(p, i)), None)
+        if phrase is not None:
+            out.append(f"${MATH_PHRASES[phrase]}$")
+            i += len(phrase)
+        else:
+            out.append(plain(text[i]))
+            i += 1
+    return "".join(out)
+
+
 def latex_escape(text: str) -> str:
-    """Text safe inside a LaTeX tabular, Greek letters and symbols as math."""
-    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+    """Text safe inside a LaTeX tabular, Greek letters, symbols and names like f_p as math."""
+    return _with_math(str(text), lambda ch: _LATEX.get(ch, ch))
+
+
+def math_text(text: str) -> str:
+    """A figure label for matplotlib: names like λ_max as mathtext, a literal $ escaped."""
+    return _with_math(str(text), lambda ch: r"\$" if ch == "$" else ch)
 
 
 def cell_latex(cell: Cell | None) -> str:
@@ -164,10 +194,12 @@ class Table:
         return out.getvalue()
 
     def to_latex(self) -> str:
-        """A booktabs tabular (no float), with the title and notes as comments."""
+        """A booktabs tabular (no float), with the title and notes as comments, shrunk to
+        \\linewidth when wider (never enlarged): needs booktabs and graphicx."""
         out = io.StringIO()
         out.write(f"% {self.title}\n")
         spec = "l" * len(self.row_keys) + "r" * len(self.columns)
+        out.write(FIT_OPEN)
         out.write(f"\\begin{{tabular}}{{{spec}}}\n\\toprule\n")
         header = [*self.row_keys, *self.columns]
         out.write(" & ".join(latex_escape(h) for h in header) + r" \\" + "\n\\midrule\n")
@@ -175,7 +207,7 @@ class Table:
             values = [latex_escape(_label_text(v)) for v in label]
             values += [cell_latex(self.get(label, c)) for c in self.columns]
             out.write(" & ".join(values) + r" \\" + "\n")
-        out.write("\\bottomrule\n\\end{tabular}\n")
+        out.write("\\bottomrule\n\\end{tabular}%\n}%\n")
         for note in self.notes:
             out.write(f"% {note}\n")
         return out.getvalue()

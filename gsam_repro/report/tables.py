@@ -3,18 +3,21 @@
 Every builder returns a Table, possibly empty with notes saying why; none raises on missing
 columns or empty input. Statistics are over seeds: mean, sample standard deviation (ddof = 1,
 absent for one seed) and n. Bold marks the best mean, chosen on the numbers, never on text.
-GSAM vs SAM significance: Welch's t-test (unequal variances) over seeds, only with n >= 3 on both
-sides; † marks p < 0.05.
+Significance: Welch's t-test (unequal variances) over seeds (gsam_repro.report.stats), only with
+n >= 3 on both sides; † marks p < 0.05. The comparison table tests each method against the
+best baseline of its family, or the pairs the user names.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
+from gsam_repro.errors import UsageError
 from gsam_repro.report import paper
 from gsam_repro.report.load import (
     Sweep,
@@ -25,10 +28,11 @@ from gsam_repro.report.load import (
     variant_sort_key,
 )
 from gsam_repro.report.render import Cell, Table
+from gsam_repro.report.stats import MIN_SEEDS_FOR_TEST, SIGNIFICANCE, welch_p
 
-SIGNIFICANCE = 0.05
-MIN_SEEDS_FOR_TEST = 3
 SIG_MARK = "†"
+# The baselines of each optimizer family (`optimizer_family`): what a new method must beat.
+BASELINES = {"plain": ("sgd", "adamw"), "sharpness_aware": ("sam",)}
 IMAGENET_DATA = ("imagefolder", "imagenet")  # data.name values Table 1 compares with the paper
 METRIC_LABELS = {"test_acc": "test acc (%)", "val_acc": "val acc (%)",
                  "best_test_acc": "best test acc (%)", "test_top5": "test top-5 (%)"}
@@ -43,21 +47,6 @@ def stat_cell(values: Iterable[float], kind: str = "acc") -> Cell:
         return Cell(value=None, n=0, kind=kind)
     std = float(array.std(ddof=1)) if n >= 2 else None
     return Cell(value=float(array.mean()), std=std, n=n, kind=kind)
-
-
-def welch_p(a: Iterable[float], b: Iterable[float]) -> float | None:
-    """Welch's t-test p-value, or None when either side has fewer than 3 values or the test
-    is undefined (both sides constant)."""
-    from scipy import stats
-
-    a = np.asarray([v for v in a if np.isfinite(v)], dtype=float)
-    b = np.asarray([v for v in b if np.isfinite(v)], dtype=float)
-    if a.size < MIN_SEEDS_FOR_TEST or b.size < MIN_SEEDS_FOR_TEST:
-        return None
-    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread on either side: t is undefined
-        return None
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return None if math.isnan(p) else p
 
 
 def bold_best(table: Table, cells: list[Cell]) -> None:
@@ -184,9 +173,11 @@ def _seed_note(table: Table) -> None:
 
 
 # --------------------------------------------------------------------- comparison table
-def comparison(sweep: Sweep, rows: list[str], metric: str = "test_acc") -> Table:
+def comparison(sweep: Sweep, rows: list[str], metric: str = "test_acc",
+               compare: list[tuple[str, str]] | None = None) -> Table:
     """Rows from any config keys, one column an optimizer variant, mean ± std (n) of `metric`;
-    the best mean of each row bold; GSAM vs SAM Welch p-values and † marks."""
+    the best mean of each row bold; Welch p-values and † marks for the `compare` pairs
+    (default: each method against the best baseline of its family)."""
     label = METRIC_LABELS.get(metric, metric)
     table = Table("comparison", f"{label}: mean ± std (seeds)", list(rows), [])
     df = sweep.done
@@ -202,7 +193,7 @@ def comparison(sweep: Sweep, rows: list[str], metric: str = "test_acc") -> Table
             if len(values):
                 table.set(row_label, column, stat_cell(values))
         bold_best(table, [table.get(row_label, c) for c in ordered])
-    _significance(table, df, rows, metric, ordered)
+    _significance(table, df, rows, metric, compare)
     if any("× epochs" in c for c in ordered):
         matched = [c for c in ordered if c.endswith("2× epochs") and
                    not df.loc[df["column"] == c, "sam_family"].astype(bool).any()]
@@ -213,27 +204,65 @@ def comparison(sweep: Sweep, rows: list[str], metric: str = "test_acc") -> Table
     return table
 
 
-def _significance(table: Table, df: pd.DataFrame, rows: list[str], metric: str,
-                  columns: list[str]) -> None:
-    budget = budget_labels(df, rows)
-    kind = {}  # column -> budget label of its runs ("gsam", "sam 2× epochs", ...)
-    for column in columns:
-        kind[column] = set(budget[df["column"] == column])
+def comparison_columns(sweep: Sweep, rows: list[str]) -> list[str]:
+    """The optimizer columns of the comparison table, in display order (for --compare)."""
+    df = sweep.done
+    if df.empty or "optimizer.name" not in df.columns or any(r not in df.columns for r in rows):
+        return []
+    return sorted(column_labels(df, rows).unique(), key=variant_sort_key)
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """"A:B" -> ("A", "B"); a UsageError naming the text when it is not two names."""
+    parts = [part.strip() for part in str(text).split(":")]
+    if len(parts) != 2 or not all(parts):
+        raise UsageError(f"--compare {text!r}: expected two optimizer columns as A:B, "
+                         "e.g. 'gsam:sam'")
+    return parts[0], parts[1]
+
+
+def check_pairs(pairs: list[tuple[str, str]], columns: list[str]) -> None:
+    """Refuse a pair naming a column the comparison table does not have."""
+    for pair in pairs:
+        for name in pair:
+            if name not in columns:
+                hint = difflib.get_close_matches(name, columns, n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise UsageError(f"--compare {':'.join(pair)}: {name!r} is not a column of the "
+                                 f"comparison table (columns: {', '.join(columns)}){extra}")
+
+
+def _family_base(column: str) -> str:
+    return _base_variant(column).split("-")[0].split("(")[0]
+
+
+def _default_pairs(sub: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
+    """Every method against the best-mean baseline of its family, within one row group."""
     pairs = []
-    for column in columns:
-        for label in kind[column]:
-            if not label.startswith("gsam"):
-                continue
-            partner = "sam" + label[len("gsam"):]
-            pairs += [(column, other) for other in columns if partner in kind[other]]
+    family_of = sub.groupby("column")["sam_family"].agg(lambda s: bool(s.astype(bool).any()))
+    means = sub.groupby("column")[metric].mean()
+    for family, names in BASELINES.items():
+        present = [c for c in family_of.index if family_of[c] == (family == "sharpness_aware")]
+        baselines = [c for c in present if _family_base(c) in names and pd.notna(means[c])]
+        if not baselines:
+            continue
+        best = max(baselines, key=lambda c: means[c])
+        pairs += [(c, best) for c in sorted(present, key=variant_sort_key)
+                  if _family_base(c) not in names]
+    return pairs
+
+
+def _significance(table: Table, df: pd.DataFrame, rows: list[str], metric: str,
+                  compare: list[tuple[str, str]] | None) -> None:
     tested = untested = 0
-    for gsam_column, sam_column in pairs:
-        p_column = f"p ({gsam_column} vs {sam_column})"
-        for row_label, sub in groups(df, rows):
-            a = sub.loc[sub["column"] == gsam_column, metric].to_numpy(dtype=float)
-            b = sub.loc[sub["column"] == sam_column, metric].to_numpy(dtype=float)
+    for row_label, sub in groups(df, rows):
+        pairs = compare if compare else _default_pairs(sub, metric)
+        for first, second in pairs:
+            a = sub.loc[sub["column"] == first, metric].to_numpy(dtype=float)
+            b = sub.loc[sub["column"] == second, metric].to_numpy(dtype=float)
             if not (len(a) and len(b)):
                 continue
+            p_column = f"p ({first} vs {second})"
             p = welch_p(a, b)
             if p is None:
                 untested += 1
@@ -242,15 +271,21 @@ def _significance(table: Table, df: pd.DataFrame, rows: list[str], metric: str,
             tested += 1
             table.set(row_label, p_column, Cell(value=p, kind="p"))
             if p < SIGNIFICANCE:
-                cell = table.get(row_label, gsam_column)
+                cell = table.get(row_label, first)
                 if cell is not None:
                     cell.mark = SIG_MARK
     if tested:
         marked = any(c.mark == SIG_MARK for c in table.cells.values())
         table.notes.append(
-            (f"{SIG_MARK}: GSAM differs from SAM at p < {SIGNIFICANCE}" if marked else
-             f"GSAM vs SAM: no difference at p < {SIGNIFICANCE}")
+            (f"{SIG_MARK}: differs from the column in its p column at p < {SIGNIFICANCE}"
+             if marked else f"no compared pair differs at p < {SIGNIFICANCE}")
             + f" (Welch's t-test over seeds, n ≥ {MIN_SEEDS_FOR_TEST} each)")
+    if tested or untested:
+        table.notes.append(
+            "compared: the pairs given with --compare" if compare else
+            "compared by default: each method against the best-mean baseline of its family "
+            "(plain: " + "/".join(BASELINES["plain"]) + "; sharpness-aware: "
+            + "/".join(BASELINES["sharpness_aware"]) + ")")
     if untested:
         table.notes.append(f"p = n/a: fewer than {MIN_SEEDS_FOR_TEST} seeds on a side (or no "
                            "spread on either), so no t-test")
@@ -629,30 +664,32 @@ def cost(sweep: Sweep, rows: list[str], target: float | None = None,
                 if ratio.notna().any():
                     table.set(label, "passes / step", Cell(value=float(ratio.median()),
                                                            kind="float"))
-            if "fwd_bwd_passes" in runs.columns and runs["fwd_bwd_passes"].notna().any():
-                table.set(label, "total passes", Cell(value=float(runs["fwd_bwd_passes"]
-                                                                  .median()), kind="int"))
-            if "wall_s" in runs.columns and runs["wall_s"].notna().any():
-                table.set(label, "total wall (s)", Cell(value=float(runs["wall_s"].median()),
-                                                        kind="seconds"))
             if metric in runs.columns:
                 table.set(label, f"final {metric}", stat_cell(runs[metric]))
-            if sub_history is None or row_target is None:
-                continue
-            hits = sub_history[sub_history["run_id"].isin(set(runs["run_id"]))
-                               & (sub_history[metric] >= row_target)]
-            first = hits.sort_values("epoch").drop_duplicates("run_id", keep="first")
-            reached_passes = first["fwd_bwd_passes"].to_numpy(dtype=float)
-            reached_wall = first["wall_s"].to_numpy(dtype=float)
-            table.set(label, "target", Cell(value=row_target))
-            table.set(label, "reached", Cell(text=f"{len(reached_passes)}/{len(runs)}"))
-            if len(reached_passes):
-                table.set(label, "passes to target",
-                          Cell(value=float(np.median(reached_passes)), kind="int"))
-                table.set(label, "wall to target (s)",
-                          Cell(value=float(np.median(reached_wall)), kind="seconds"))
-            else:
-                table.set(label, "passes to target", Cell(text="not reached"))
+            reached = None
+            if sub_history is not None and row_target is not None:
+                hits = sub_history[sub_history["run_id"].isin(set(runs["run_id"]))
+                                   & (sub_history[metric] >= row_target)]
+                reached = hits.sort_values("epoch").drop_duplicates("run_id", keep="first")
+                table.set(label, "target", Cell(value=row_target))
+                table.set(label, "reached", Cell(text=f"{len(reached)}/{len(runs)}"))
+                if len(reached):
+                    table.set(label, "passes to target", Cell(value=float(
+                        reached["fwd_bwd_passes"].median()), kind="int"))
+                    table.set(label, "wall to target (s)", Cell(value=float(
+                        reached["wall_s"].median()), kind="seconds"))
+                else:
+                    table.set(label, "passes to target", Cell(text="not reached"))
+            # totals over the same runs as the to-target columns (those that reached the
+            # target), so a median time to target never exceeds the median total
+            counted = runs if reached is None or not len(reached) else \
+                runs[runs["run_id"].isin(set(reached["run_id"]))]
+            if "fwd_bwd_passes" in counted.columns and counted["fwd_bwd_passes"].notna().any():
+                table.set(label, "total passes", Cell(value=float(
+                    counted["fwd_bwd_passes"].median()), kind="int"))
+            if "wall_s" in counted.columns and counted["wall_s"].notna().any():
+                table.set(label, "total wall (s)", Cell(value=float(counted["wall_s"].median()),
+                                                        kind="seconds"))
     order = ["target", "reached", "passes to target", "wall to target (s)", "passes / step",
              "total passes", "total wall (s)", f"final {metric}"]
     table.columns = [c for c in order if c in table.columns]
@@ -661,5 +698,8 @@ def cost(sweep: Sweep, rows: list[str], target: float | None = None,
             "default: the lowest per-optimizer median of each run's best"
         table.notes.append(f"target = {metric} ≥ target ({how}); passes and wall time are "
                            "cumulative at the first epoch that reaches it")
+        table.notes.append("to-target and total columns are medians over the same runs: those "
+                           "that reached the target (all runs where none did); final accuracy "
+                           "over all runs")
     table.notes.append("the SAM family pays two forward+backward passes a step")
     return table

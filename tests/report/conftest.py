@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from gsam_repro.results.gather import frame, run_columns
@@ -38,12 +39,30 @@ def run(optimizer: str, test_acc: float | None, seed: int = 0, **settings) -> di
     return row
 
 
+def with_extra_columns(runs: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """Keep the columns the rows carry beyond today's schema (probe_h_rho*, provenance, ...),
+    typed as gather types them: Float64, boolean or string."""
+    extra = sorted({k for row in rows for k in row} - set(runs.columns))
+    for name in extra:
+        values = [row.get(name) for row in rows]
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, bool) for v in present):
+            dtype = "boolean"
+        elif present and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                             for v in present):
+            dtype = "Float64"
+        else:
+            dtype = "string"
+        runs[name] = pd.array(values, dtype=dtype)
+    return runs
+
+
 def write_sweep(folder: Path, rows: list[dict], history: list[dict] | None = None,
                 drop: tuple[str, ...] = ()) -> Path:
     """Write runs.parquet (and history.parquet when given) into folder; `drop` removes columns,
     as an older schema would lack them."""
     folder.mkdir(parents=True, exist_ok=True)
-    runs = frame(rows, run_columns()).drop(columns=list(drop))
+    runs = with_extra_columns(frame(rows, run_columns()), rows).drop(columns=list(drop))
     runs.to_parquet(folder / "runs.parquet", index=False)
     if history is not None:
         hist = frame(history, HISTORY_COLUMNS).drop(

@@ -13,10 +13,12 @@ from gsam_repro.cli import main
 from gsam_repro.results.gather import empty_runs
 
 OPTIMIZERS = ("sgd", "sam", "gsam", "weighted")
+PROBE_RHOS = (0.01, 0.05, 0.1)
 
 
-def full_sweep(folder, seeds=3):
-    """Three seeds of four optimizers, an alpha grid, validation and Hessian values, history."""
+def full_sweep(folder, seeds=3, probes=False):
+    """Three seeds of four optimizers, an alpha grid, validation and Hessian values, history;
+    with `probes`, the fixed-radius probe and provenance columns too."""
     rng = np.random.default_rng(0)
     rows, history = [], []
     for seed in range(seeds):
@@ -24,6 +26,10 @@ def full_sweep(folder, seeds=3):
             for alpha in ((0.1, 0.3) if name == "gsam" else (None,)):
                 extra = {"optimizer__alpha": alpha} if alpha is not None else {}
                 acc = 90.0 + i + rng.normal(0, 0.3)
+                if probes:
+                    extra.update({f"probe_h_rho{r:g}": r * r * (10.0 - i + rng.normal(0, 0.2))
+                                  for r in PROBE_RHOS})
+                    extra["probe_f"] = 0.5 + 0.01 * i
                 r = run(name, acc, seed, val_acc=acc - 1.0, hessian_max_eig=40.0 / (i + 1),
                         **extra)
                 rows.append(r)
@@ -33,6 +39,7 @@ def full_sweep(folder, seeds=3):
                         "train_loss": 2.0 / epoch, "fwd_bwd_passes": r["fwd_bwd_passes"] * epoch,
                         "wall_s": 3.0 * epoch,
                         "surrogate_gap": None if name == "sgd" else 0.1 / epoch / (i + 1),
+                        "rho": None if name == "sgd" else 0.05 / (1 + (name == "gsam") * epoch),
                     })
     return write_sweep(folder, rows, history)
 
@@ -64,22 +71,49 @@ def test_report_writes_tables_and_figures(sweep_dir, capsys):
     assert gsam["n"].iloc[0] == 3
 
 
+def compile_tables(paths, folder):
+    """pdflatex each table alone in a default article (345 pt text width): (ok, log text)."""
+    logs = []
+    for number, path in enumerate(paths):
+        document = folder / f"table{number}.tex"
+        document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
+                            "\\usepackage{graphicx}\n\\begin{document}\n"
+                            f"\\input{{{path}}}\n\\end{{document}}\n")
+        result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                                 document.name], cwd=folder, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, (path.name, result.stdout[-2000:])
+        logs.append((path.name, (folder / f"table{number}.log").read_text(errors="replace")))
+    return logs
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
-def test_latex_tables_compile(sweep_dir, tmp_path):
-    full_sweep(sweep_dir)
+def test_latex_tables_compile_and_fit_the_text_width(sweep_dir, tmp_path):
+    full_sweep(sweep_dir, probes=True)
     assert main(["report", str(sweep_dir), "--no-figures"]) == 0
     tex = sorted((sweep_dir / "report").glob("*.tex"))
-    assert len(tex) >= 5
-    body = "\n".join(f"\\input{{{path}}}\n\\bigskip\n" for path in tex)
-    document = tmp_path / "tables.tex"
-    document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
-                        "\\usepackage[margin=1cm,landscape]{geometry}\n"
-                        f"\\begin{{document}}\n\\small\n{body}\\end{{document}}\n")
-    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
-                             document.name], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert (tmp_path / "tables.pdf").stat().st_size > 1000
+    assert {"claims.tex", "probes.tex", "cost.tex", "comparison.tex"} <= {p.name for p in tex}
+    for name, log in compile_tables(tex, tmp_path):
+        assert "Overfull \\hbox" not in log, name
+    assert "$f_p + \\lambda h$" in (sweep_dir / "report" / "gsam_vs_weighted.tex").read_text()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_overfull_check_catches_a_wide_table(tmp_path):
+    # the check above must be able to fail: the same wide tabular without the fitting box
+    from gsam_repro.report.render import FIT_OPEN, Cell, Table
+
+    table = Table("wide", "wide", ["row"], [])
+    for number in range(14):
+        table.set(("a",), f"column {number}", Cell(value=90.0 + number, std=0.5, n=3))
+    wide = tmp_path / "wide.tex"
+    wide.write_text(table.to_latex().replace(FIT_OPEN, "").replace("\\end{tabular}%\n}",
+                                                                   "\\end{tabular}"))
+    fitted = tmp_path / "fitted.tex"
+    fitted.write_text(table.to_latex())
+    logs = dict(compile_tables([wide, fitted], tmp_path))
+    assert "Overfull \\hbox" in logs["wide.tex"]
+    assert "Overfull \\hbox" not in logs["fitted.tex"]
 
 
 def test_spec_options_and_command_line_override(sweep_dir, capsys):
@@ -181,3 +215,75 @@ def test_user_mistakes_exit_2_with_one_line(sweep_dir, tmp_path, capsys):
     full_sweep(sweep_dir, seeds=1)
     assert main(["report", str(sweep_dir), "--rows", "optimizer.rhoo"]) == 2
     assert "did you mean optimizer.rho" in capsys.readouterr().err
+
+
+def test_compare_flag_adds_p_values_and_refuses_unknown_columns(sweep_dir, capsys):
+    full_sweep(sweep_dir)
+    assert main(["report", str(sweep_dir), "--no-figures", "--tables", "comparison",
+                 "--compare", "weighted:sgd", "--compare", "gsam α=0.1:gsam α=0.3"]) == 0
+    csv = pd.read_csv(sweep_dir / "report" / "comparison.csv")
+    assert set(csv.loc[csv["column"].str.startswith("p ("), "column"]) == {
+        "p (weighted vs sgd)", "p (gsam α=0.1 vs gsam α=0.3)"}
+    assert main(["report", str(sweep_dir), "--compare", "gsam:sgd"]) == 2
+    err = capsys.readouterr().err
+    assert "'gsam' is not a column of the comparison table" in err and "gsam α=0.1" in err
+
+
+def _outside_math(text: str) -> str:
+    return "".join(part for i, part in enumerate(text.split("$")) if i % 2 == 0)
+
+
+def test_figures_separate_in_grey_scale_with_math_labels(sweep_dir, monkeypatch):
+    from matplotlib.text import Text
+
+    from gsam_repro.report import figures
+
+    drawn = {}
+    original = figures.save
+
+    def keep(fig, out_dir, name):
+        drawn[name] = fig
+        return original(fig, out_dir, name)
+
+    monkeypatch.setattr(figures, "save", keep)
+    full_sweep(sweep_dir, probes=True)
+    assert main(["report", str(sweep_dir), "--tables", "comparison"]) == 0
+    assert {"fig_training_curves", "fig_surrogate_gap", "fig_probe_h"} <= set(drawn)
+    for name in ("fig_training_curves", "fig_surrogate_gap", "fig_probe_h",
+                 "fig_accuracy_vs_alpha"):
+        for ax in drawn[name].axes:
+            lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+            lines += [bars.lines[0] for bars in ax.containers]  # error-bar plots
+            styles = {(str(line.get_linestyle()), line.get_marker()) for line in lines}
+            assert len(styles) == len(lines), name  # no two curves differ by colour alone
+    texts = [t.get_text() for fig in drawn.values() for t in fig.findobj(Text) if t.get_text()]
+    assert any(r"$\lambda_{\max}$" in t for t in texts)
+    assert not any("_max" in _outside_math(t) or "f_p" in _outside_math(t) for t in texts)
+    # the training-time h states the radius behind each curve
+    legend = drawn["fig_surrogate_gap"].axes[0].get_legend().get_texts()
+    legend = [t.get_text() for t in legend]
+    assert legend and all(r"$\rho_t$" in t for t in legend)
+    probe_legend = drawn["fig_probe_h"].axes[0].get_legend().get_texts()
+    assert "sgd" in [t.get_text() for t in probe_legend]  # SGD has h(ρ) too
+    assert len(drawn["fig_probe_h"].axes[0].containers) == 5  # sgd, sam, 2 gsam, weighted
+    assert [t.get_text() for t in drawn["fig_probe_h"].axes[0].get_xticklabels()] == [
+        "0.01", "0.05", "0.1"]
+
+
+def test_report_names_mixed_commits_machines_and_dirty_trees(sweep_dir):
+    shas = ["a" * 40, "b" * 40, "c" * 40]
+    rows = [run(name, 90.0 + s, s, git_sha=shas[s], hostname="vm",
+                cpu_model="Xeon" if s else "EPYC", git_dirty=(name == "sam" and s == 0))
+            for name in ("sgd", "sam") for s in range(3)]
+    write_sweep(sweep_dir, rows)
+    assert main(["report", str(sweep_dir), "--no-figures", "--tables", "comparison"]) == 0
+    index = (sweep_dir / "report" / "report.md").read_text()
+    line = next(t for t in index.splitlines() if t.startswith("Provenance:"))
+    assert "the 6 runs span 3 commits (aaaaaaa, bbbbbbb, ccccccc)" in line
+    assert "2 machines (vm / EPYC; vm / Xeon)" in line and "1 runs from a dirty" in line
+
+    same = [run(name, 90.0 + s, s, git_sha=shas[0], hostname="vm") for name in ("sgd", "sam")
+            for s in range(3)]
+    write_sweep(sweep_dir, same)  # today's schema: no git_dirty or cpu_model columns
+    assert main(["report", str(sweep_dir), "--no-figures", "--tables", "comparison"]) == 0
+    assert "Provenance:" not in (sweep_dir / "report" / "report.md").read_text()

@@ -8,6 +8,7 @@ import pytest
 from conftest import run, write_sweep
 from scipy import stats
 
+from gsam_repro.errors import UsageError
 from gsam_repro.report import tables
 from gsam_repro.report.load import load_sweep
 
@@ -191,3 +192,54 @@ def test_rho_ablation_keeps_rho_min_that_follows_rho_max_in_one_column(sweep_dir
     assert table.columns == ["gsam"]
     assert table.get((0.1,), "gsam").value == pytest.approx(91.5)
     assert any("ρ_min changes with ρ" in n for n in table.notes)
+
+
+def test_default_comparisons_use_the_best_baseline_of_each_family(sweep_dir):
+    rows = [run("sam", 90.0 + s, s, optimizer__rho=0.05) for s in range(3)]
+    rows += [run("sam", 92.0 + s, s, optimizer__rho=0.1) for s in range(3)]
+    rows += [run("gsam", 93.0 + s * 1.5, s) for s in range(3)]
+    rows += [run("sgd", 80.0 + s, s) for s in range(3)]
+    rows += [run("lion", 81.0 + s * 0.5, s) for s in range(3)]  # a user's plain optimizer
+    table = tables.comparison(load_sweep(write_sweep(sweep_dir, rows)), ["model.name"])
+    p_columns = [c for c in table.columns if c.startswith("p (")]
+    assert p_columns == ["p (lion vs sgd)", "p (gsam vs sam ρ=0.1)"]
+    row = ("small_cnn",)
+    gsam = [93.0 + s * 1.5 for s in range(3)]
+    assert table.get(row, "p (gsam vs sam ρ=0.1)").value == pytest.approx(
+        stats.ttest_ind(gsam, [92.0, 93.0, 94.0], equal_var=False).pvalue)
+    assert any("best-mean baseline of its family" in n for n in table.notes)
+
+
+def test_named_pairs_replace_the_default_ones(sweep_dir):
+    sweep = load_sweep(write_sweep(sweep_dir, comparison_rows()))
+    table = tables.comparison(sweep, ["model.name"], compare=[("sgd 2× epochs", "sam")])
+    assert [c for c in table.columns if c.startswith("p (")] == ["p (sgd 2× epochs vs sam)"]
+    expected = stats.ttest_ind([a + 0.5 for a in SGD], SAM, equal_var=False).pvalue
+    assert table.get(("small_cnn",), "p (sgd 2× epochs vs sam)").value == pytest.approx(expected)
+    columns = tables.comparison_columns(sweep, ["model.name"])
+    with pytest.raises(UsageError, match="'gsan' is not a column.*did you mean 'gsam'"):
+        tables.check_pairs([("gsan", "sam")], columns)
+    with pytest.raises(UsageError, match="expected two optimizer columns"):
+        tables.parse_pair("gsam")
+
+
+def test_cost_totals_over_the_runs_that_reached_the_target(sweep_dir):
+    # results/cifar10-cpu's weighted row: the fast seed never reached the target, so medians
+    # over different runs put the time to target (392 s) above the total (384 s)
+    rows = [run("weighted", 62.0 + s, s, wall_s=wall) for s, wall in
+            enumerate((380.0, 384.0, 414.0))]
+    history = []
+    for r, best in zip(rows, (62.0, 63.0, 64.0), strict=True):
+        for epoch in (1, 2):
+            history.append({"run_id": r["run_id"], "epoch": epoch,
+                            "fwd_bwd_passes": 30 * epoch, "test_acc": best - 5 * (2 - epoch),
+                            "wall_s": r["wall_s"] / 2 * epoch - 4})
+    table = tables.cost(load_sweep(write_sweep(sweep_dir, rows, history)), ["model.name"],
+                        target=62.5)
+    label = ("small_cnn", "weighted")
+    assert table.get(label, "reached").text == "2/3"
+    assert table.get(label, "wall to target (s)").value == pytest.approx((380 + 410) / 2)
+    assert table.get(label, "total wall (s)").value == pytest.approx((384 + 414) / 2)
+    assert table.get(label, "wall to target (s)").value <= table.get(label, "total wall (s)").value
+    assert table.get(label, "final test_acc").n == 3  # accuracy stays over every run
+    assert any("medians over the same runs" in note for note in table.notes)

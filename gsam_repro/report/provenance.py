@@ -1,0 +1,41 @@
+"""Where a sweep's runs came from: how many commits, machines and dirty source trees they span.
+
+A sweep whose runs mix commits or machines compares results of different code or hardware; the
+report says so in one line instead of letting the table imply one setup. Columns an older
+runs.parquet lacks (git_dirty, cpu_model) are simply not counted.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def _distinct(series: pd.Series) -> list[str]:
+    return sorted({str(v) for v in series.dropna().astype(str) if v not in ("", "None")})
+
+
+def provenance_line(runs: pd.DataFrame) -> str | None:
+    """One line naming how many commits, machines (hostname + CPU model) and dirty trees the
+    runs span, or None when they share one commit, one machine and no dirty tree."""
+    if runs.empty:
+        return None
+    parts = []
+    if "git_sha" in runs.columns:
+        commits = _distinct(runs["git_sha"])
+        if len(commits) > 1:
+            shown = ", ".join(c[:7] for c in commits[:5]) + (", ..." if len(commits) > 5 else "")
+            parts.append(f"{len(commits)} commits ({shown})")
+    machine_keys = [c for c in ("hostname", "cpu_model", "gpu_name") if c in runs.columns]
+    if machine_keys:
+        machines = runs[machine_keys].astype("string").fillna("?").agg(" / ".join, axis=1)
+        distinct = sorted(set(machines))
+        if len(distinct) > 1:
+            parts.append(f"{len(distinct)} machines ({'; '.join(distinct)})")
+    if "git_dirty" in runs.columns:
+        dirty = int(runs["git_dirty"].astype("boolean").fillna(False).sum())
+        if dirty:
+            parts.append(f"{dirty} runs from a dirty source tree (uncommitted changes)")
+    if not parts:
+        return None
+    return (f"Provenance: the {len(runs)} runs span " + ", ".join(parts)
+            + ": differences between optimizers may partly be differences of code or machine.")
