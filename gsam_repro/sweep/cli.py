@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "executor", None):
         spec.executor.cluster = args.executor
     sweep = expand(spec, yes=args.yes)
+    for warning in sweep.warnings:
+        print(f"gsam-repro sweep: warning: {warning}", file=sys.stderr)
     if args.sweep_action == "run":
         return _run(sweep, args)
     return _show(sweep, args)
