@@ -45,18 +45,37 @@ def main(argv: list[str] | None = None) -> int:
     # shared or busy CPU; set before torch loads, and inherited by every sweep job.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides may come anywhere, also after an option such as `train ... --show`
+        if not (isinstance(getattr(args, "overrides", None), list)
+                and all("=" in item and not item.startswith("-") for item in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides.extend(extra)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except UsageError as err:
         print(f"gsam-repro {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_broken_pipe() -> int:
+    """`gsam-repro sweep plan ... | head`: the reader left. Point stdout at /dev/null so the
+    interpreter's final flush cannot raise again, and exit as a process killed by SIGPIPE would
+    (128 + 13), without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 if __name__ == "__main__":

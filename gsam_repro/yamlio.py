@@ -62,7 +62,19 @@ def load_yaml(path: str | Path) -> tuple[Any, KeyLines]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    return parse_yaml(path.read_text(), source=str(path))
+    return parse_yaml(read_utf8(path), source=str(path))
+
+
+def read_utf8(path: str | Path) -> str:
+    """A text file's content; bytes that are not UTF-8 are a ConfigError giving the byte offset
+    and line (the encoding YAML files are specified in, whatever the machine's locale)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError("", f"not UTF-8 text: byte 0x{data[err.start]:02x} at byte offset "
+                          f"{err.start}", source=str(path), line=line) from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -40,3 +40,13 @@ def test_overrides_read_values_as_yaml():
     assert parse_override("optimizer.lr=5e-2") == ("optimizer.lr", "5e-2")  # YAML 1.1 text
     assert parse_override("seeds=[0, 7]") == ("seeds", [0, 7])
     assert parse_override("train.deterministic=true") == ("train.deterministic", True)
+
+
+def test_a_spec_that_is_not_utf8_is_a_config_error_naming_file_and_offset(tmp_path):
+    from gsam_repro.sweep.spec import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: x\n# caf\xc3\xa9 is fine, \xff is not\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value) == f"{path}:2: not UTF-8 text: byte 0xff at byte offset 25"

@@ -80,9 +80,40 @@ def default_root(name: str) -> str:
     return os.path.join("data", name)
 
 
+# What CIFAR's python-format files (and their re-pickled copies) reference: numpy's array,
+# scalar and dtype reconstruction, under numpy 1's and numpy 2's module names, and the codec
+# function Python 3 writes bytes with under pickle protocol 2. Everything else they hold
+# (dicts, lists, bytes, str, int) are pickle's own opcodes and need no lookup.
+_CIFAR_PICKLE_GLOBALS = frozenset({
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads a CIFAR batch without running code: only the numpy reconstruction functions above
+    may be looked up, so a crafted file under data.root cannot call os.system and the like."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}, which a CIFAR batch "
+                                         "never holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        return pickle.load(handle, encoding="bytes")
+    try:
+        with open(path, "rb") as handle:
+            data = _CifarUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            ImportError) as err:
+        raise UsageError(f"data.root: {path} is not a CIFAR batch file ({err}); it was not "
+                         "loaded") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"data.root: {path} is not a CIFAR batch file (holds a "
+                         f"{type(data).__name__}, not a dict); it was not loaded")
+    return data
 
 
 def _cifar_folder(name: str, root: Path) -> Path | None:

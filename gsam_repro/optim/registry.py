@@ -71,8 +71,11 @@ def resolve_optimizer(name: str) -> Callable[..., torch.optim.Optimizer]:
                 obj = getattr(obj, part)
         except AttributeError as err:
             raise ValueError(f"name: {module_name!r} has no attribute {attribute!r}") from err
-        if not callable(obj):
-            raise ValueError(f"name: {name!r} is not a class or function")
+        if not (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)):
+            # a path names code to run: only optimizer classes, never os:system and the like
+            raise ValueError(f"name: {name!r} is not a torch.optim.Optimizer subclass (a "
+                             f"{type(obj).__name__}); a module:Class path must name an "
+                             "optimizer class")
         return obj
     key = name.strip().lower()
     if key in _REGISTRY:

@@ -164,6 +164,23 @@ def setting_columns(df: pd.DataFrame, exclude: list[str] | tuple[str, ...] = ())
     return [c for c in config_columns(df) if c not in skip and not c.startswith("eval.")]
 
 
+FAILED_NAMED = 10  # failed runs named one by one in the notes; the rest are counted
+
+
+def _failed_runs_named(runs: pd.DataFrame) -> list[str]:
+    """One note per failed run, naming its directory and error (e.g. an unreadable
+    summary.json), so a run missing from the tables can be found."""
+    if "run_dir" not in runs.columns:
+        return []
+    failed = runs[runs["status"].astype("string").fillna("") == "failed"]
+    errors = failed["error"] if "error" in failed.columns else pd.Series(None, index=failed.index)
+    notes = [f"{run_dir} failed: {_clean(error) or 'no error recorded'}"
+             for run_dir, error in list(zip(failed["run_dir"], errors, strict=True))[:FAILED_NAMED]]
+    if len(failed) > FAILED_NAMED:
+        notes.append(f"... and {len(failed) - FAILED_NAMED} more failed runs (see runs.parquet)")
+    return notes
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Read SWEEP_DIR/runs.parquet (required) and history.parquet (optional)."""
     path = Path(path)
@@ -210,6 +227,7 @@ def load_sweep(path: str | Path) -> Sweep:
             detail = ", ".join(f"{v} {k}" for k, v in sorted(others.items()))
             notes.append(f"{sum(others.values())} of {len(runs)} runs not done and left out "
                          f"({detail})")
+            notes += _failed_runs_named(runs)
     elif len(runs):
         notes.append("runs.parquet has no status column (older schema): every run counted")
     if runs.empty:

@@ -5,8 +5,11 @@ Columns and dtypes come from `schema.py` and, for the config, from the RunConfig
 an empty sweep has the same schema as a big one. Gathering is incremental: `.gather.json` in the
 sweep directory records each run directory's file sizes and times, and a run whose files have not
 changed is taken from the previous parquet files instead of being read again. A run directory
-that cannot be read (no config.yaml yet, a truncated JSON file) is listed in one warning and
-left out; it never stops the gather.
+that cannot be trusted (no config.yaml yet, or a config.yaml whose values no longer give the
+run's id: edited after the run) is listed in one warning and left out; it never stops the
+gather. A run that failed before writing its config is kept as `failed` with failed.json's
+error, one whose summary.json cannot be read as `failed` saying so, and a malformed
+metrics.jsonl line or a missing metrics.jsonl is skipped with a warning naming file and line.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from gsam_repro.errors import UsageError
 from gsam_repro.results.schema import HISTORY_COLUMNS, PROBE_DTYPE, RUN_COLUMNS
 from gsam_repro.sweep import store
 from gsam_repro.sweep.ids import id_from_dir_name
+from gsam_repro.train import config as run_config
 from gsam_repro.train.config import PROBE_PREFIX, SECTIONS, flatten
 
 RUNS_PARQUET = "runs.parquet"
 HISTORY_PARQUET = "history.parquet"
 INDEX = ".gather.json"
-GATHER_VERSION = 1
+GATHER_VERSION = 2  # 2: config.yaml checked against the run id; run notes in the index
 _FILES = (store.CONFIG, store.SUMMARY, store.FAILED, store.METRICS, store.ENV)
 _UNFINISHED = ("pending", "running")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -53,6 +57,7 @@ class GatherResult:
     reused: int = 0  # run directories taken from the previous gather unchanged
     written: bool = False  # False: nothing had changed, the files were left as they were
     skipped: dict[str, str] = field(default_factory=dict)  # run dir -> why it was left out
+    notes: dict[str, list[str]] = field(default_factory=dict)  # run dir -> what was dropped
 
 
 def _dtype(annotation: Any) -> str:
@@ -167,45 +172,104 @@ def _load_json(path: Path, required: bool = False) -> Any:
         raise _Unreadable(f"{path.name}: {err}") from None
 
 
-def read_run(run_dir: Path, sweep: str) -> tuple[dict, list[dict]]:
-    """One run directory -> (its runs.parquet row, its history rows). Status is read from the
-    files only (done, diverged, failed or pending); raises _Unreadable."""
+def _failed_error(run_dir: Path) -> str | None:
+    """failed.json's error (first line), "" when it has none, None when there is no file."""
     try:
-        with open(run_dir / store.CONFIG) as handle:
+        failed = _load_json(run_dir / store.FAILED)
+    except _Unreadable as err:
+        return f"unreadable {err}"
+    if failed is None:
+        return None
+    return store.first_line(failed.get("error") if isinstance(failed, dict) else None) or ""
+
+
+def _check_config_unchanged(run_dir: Path, config: dict, summary: dict | None) -> None:
+    """Raise _Unreadable when config.yaml no longer describes the run that trained: the run id
+    recomputed from its values must be the one recorded (its header, summary.json, the
+    directory name), or an edited file would put its values on another run's results."""
+    try:
+        actual = run_config.run_id(run_config.config_from_dict(config))
+    except UsageError as err:
+        raise _Unreadable(f"{store.CONFIG} is not a valid run config ({err})") from None
+    recorded = {rid for rid in (_header_run_id(run_dir / store.CONFIG),
+                                (summary or {}).get("run_id"), id_from_dir_name(run_dir.name))
+                if rid}
+    if recorded - {actual}:
+        raise _Unreadable(f"{store.CONFIG} was edited after the run: its values give run id "
+                          f"{actual}, but the run is {', '.join(sorted(recorded))}; restore "
+                          "the file (or move the run out of the sweep)")
+
+
+def _read_history(run_dir: Path, notes: list[str]) -> list[dict]:
+    """metrics.jsonl's epochs; a line that is not a JSON mapping is skipped with a note."""
+    history: list[dict] = []
+    with open(run_dir / store.METRICS, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError as err:
+                notes.append(f"{store.METRICS} line {number} is not JSON ({err}): skipped")
+                continue
+            if not isinstance(entry, dict):
+                notes.append(f"{store.METRICS} line {number} is not a mapping: skipped")
+                continue
+            history.append(entry)
+    return history
+
+
+def read_run(run_dir: Path, sweep: str,
+             notes: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """One run directory -> (its runs.parquet row, its history rows). Status is read from the
+    files only (done, diverged, failed or pending); raises _Unreadable for a directory with no
+    trustworthy config. What was kept despite a problem (a malformed metrics line, a missing
+    metrics.jsonl) is appended to `notes`."""
+    notes = [] if notes is None else notes
+    try:
+        with open(run_dir / store.CONFIG, encoding="utf-8") as handle:
             config = yaml.load(handle, Loader=_Loader)
     except FileNotFoundError:
-        raise _Unreadable(f"no {store.CONFIG} (the run has not started)") from None
-    except (OSError, yaml.YAMLError) as err:
+        error = _failed_error(run_dir)
+        if error is None:
+            raise _Unreadable(f"no {store.CONFIG} (the run has not started)") from None
+        rid = id_from_dir_name(run_dir.name) or run_dir.name  # failed before its config
+        return {"run_id": rid, "sweep": sweep, "run_dir": f"runs/{run_dir.name}",
+                "status": "failed", "error": error or f"see {store.FAILED}"}, []
+    except (OSError, ValueError, yaml.YAMLError) as err:
         raise _Unreadable(f"{store.CONFIG}: {err}") from None
     if not isinstance(config, dict):
         raise _Unreadable(f"{store.CONFIG} is not a mapping")
-    summary = _load_json(run_dir / store.SUMMARY)
-    if summary is not None and not isinstance(summary, dict):
-        raise _Unreadable(f"{store.SUMMARY} is not a mapping")
-    failed = _load_json(run_dir / store.FAILED)
-    history: list[dict] = []
+    summary_error = None
     try:
-        with open(run_dir / store.METRICS) as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        history.append(json.loads(line))
-                    except ValueError as err:
-                        raise _Unreadable(f"{store.METRICS} line {number}: {err}") from None
+        summary = _load_json(run_dir / store.SUMMARY)
+    except _Unreadable as err:  # the run finished, but how is lost: failed, and says why
+        summary, summary_error = None, f"unreadable {err}"
+    if summary is not None and not isinstance(summary, dict):
+        summary, summary_error = None, f"unreadable {store.SUMMARY}: not a mapping"
+    _check_config_unchanged(run_dir, config, summary)
+    failed = _failed_error(run_dir)
+    try:
+        history = _read_history(run_dir, notes)
     except FileNotFoundError:
-        pass
+        history = []
+        if failed is None:
+            notes.append(f"no {store.METRICS}: the run has no history rows")
     run_id = ((summary or {}).get("run_id") or _header_run_id(run_dir / store.CONFIG)
               or id_from_dir_name(run_dir.name) or run_dir.name)
     row: dict[str, Any] = {"run_id": run_id, "sweep": sweep, "run_dir": f"runs/{run_dir.name}"}
     row.update(flatten(config))
-    if summary is not None:
+    if summary_error is not None:
+        row["status"] = "failed"
+        row["error"] = summary_error
+    elif summary is not None:
         row.update({k: v for k, v in summary.items()
                     if (k in RUN_COLUMNS or k.startswith(PROBE_PREFIX)) and k not in row})
         status = summary.get("status", "done")
         row["status"] = status if status in ("done", "diverged") else "failed"
     elif failed is not None:
         row["status"] = "failed"
-        row["error"] = store.first_line(failed.get("error") if isinstance(failed, dict) else None)
+        row["error"] = failed or None
     else:
         row["status"] = "pending"
         row["epochs_completed"] = len(history)
@@ -216,16 +280,12 @@ def read_run(run_dir: Path, sweep: str) -> tuple[dict, list[dict]]:
             row.setdefault("device", env.get("device_name") or env.get("device"))
             row.setdefault("git_sha", env.get("git_sha"))
             row.setdefault("hostname", env.get("hostname"))
-    epochs = []
-    for entry in history:
-        if not isinstance(entry, dict):
-            raise _Unreadable(f"{store.METRICS} holds a line that is not a mapping")
-        epochs.append({**entry, "run_id": run_id, "sweep": sweep})
+    epochs = [{**entry, "run_id": run_id, "sweep": sweep} for entry in history]
     return row, epochs
 
 
 def _header_run_id(path: Path) -> str | None:
-    with open(path) as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if line.startswith("# run_id:"):
                 return line.split(":", 1)[1].strip()
@@ -239,7 +299,7 @@ def _sweep_name(sweep_dir: Path) -> str:
         spec = yaml.load((sweep_dir / store.SPEC_FILE).read_text(), Loader=_Loader)
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
             return spec["name"]
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
         pass
     return sweep_dir.resolve().name
 
@@ -297,8 +357,9 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
     new_epochs: list[dict] = []
     entries: dict[str, dict] = {}
     for name in changed:
+        notes: list[str] = []
         try:
-            row, epochs = read_run(runs_dir / name, sweep)
+            row, epochs = read_run(runs_dir / name, sweep, notes)
         except _Unreadable as err:
             entries[name] = {"sig": signatures[name], "skip": str(err)}
             continue
@@ -306,12 +367,16 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
         new_epochs.extend(epochs)
         entries[name] = {"sig": signatures[name], "status": row["status"],
                          "run_id": row["run_id"]}
+        if notes:
+            entries[name]["notes"] = notes
     for name in unchanged:
         entries[name] = previous[name]
     result.read = len(changed)
     result.reused = len(unchanged)
     result.skipped = {f"{store.RUNS}/{n}": e["skip"] for n, e in sorted(entries.items())
                       if e.get("skip")}
+    result.notes = {f"{store.RUNS}/{n}": e["notes"] for n, e in sorted(entries.items())
+                    if e.get("notes")}
 
     unfinished = {n: e["run_id"] for n, e in entries.items()
                   if not e.get("skip") and e.get("status") in _UNFINISHED}
@@ -333,6 +398,11 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
         listed = "; ".join(f"{d} ({why})" for d, why in result.skipped.items())
         warnings.warn(f"left out {len(result.skipped)} unreadable run "
                       f"director{'y' if len(result.skipped) == 1 else 'ies'}: {listed}",
+                      GatherWarning, stacklevel=2)
+    if result.notes:
+        listed = "; ".join(f"{d} ({', '.join(why)})" for d, why in result.notes.items())
+        warnings.warn(f"kept {len(result.notes)} run director"
+                      f"{'y' if len(result.notes) == 1 else 'ies'} with problems: {listed}",
                       GatherWarning, stacklevel=2)
 
     if previous and not changed and not removed and not status_changed:

@@ -4,6 +4,7 @@ watch a sweep's state from the files on disk. docs/sweeps.md has the spec refere
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ ACTIONS = {
     "status": "the state of every run of a spec, from the files on disk",
 }
 LISTED = 100  # runs listed by plan/status without --all
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # `sweep run` stops cleanly when it cannot write
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "executor", None):
         spec.executor.cluster = args.executor
     sweep = expand(spec, yes=args.yes)
+    for warning in sweep.warnings:
+        print(f"gsam-repro sweep: warning: {warning}", file=sys.stderr)
     if args.sweep_action == "run":
         return _run(sweep, args)
     return _show(sweep, args)
@@ -173,6 +177,14 @@ def _run(sweep, args: argparse.Namespace) -> int:
                     progress=progress)
             finally:
                 progress.close()
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        print(f"gsam-repro sweep: error: {err.strerror}"
+              + (f" writing {err.filename}" if err.filename else "")
+              + f"; stopped. Every run directory is resumable: free space and run "
+              f"`gsam-repro sweep run {args.spec}` again", file=sys.stderr)
+        return 1
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)

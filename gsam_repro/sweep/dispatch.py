@@ -13,6 +13,7 @@ or 1 torch thread). Ctrl-C cancels the jobs this process started; they resume ne
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -276,7 +277,7 @@ def _run_local(tasks, sweep_dir, executor, job_name, max_parallel, adopted, prog
                 if not item.is_alive():
                     inflight.remove(item)
                     _settle(item, outcome, progress, _exit_reason(item.job))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, OSError):  # Ctrl-C, or records that cannot be written
         _cancel_local([i for i in started if i in inflight], sweep_dir, records)
         raise
     return outcome
@@ -306,7 +307,8 @@ def _cancel_local(items: list[_Inflight], sweep_dir: Path, records: dict) -> Non
         if not item.job.done():
             item.job._process.send_signal(signal.SIGKILL)
         records.pop(item.task_id, None)
-    store.save_jobs(sweep_dir, records)
+    with contextlib.suppress(OSError):  # a full disk: the jobs are stopped all the same
+        store.save_jobs(sweep_dir, records)
 
 
 def _run_slurm(tasks, sweep_dir, executor, job_name, adopted, wait, progress) -> Outcome:

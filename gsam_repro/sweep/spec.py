@@ -537,6 +537,8 @@ def _parse_entries(value: Any, kind: str, axes: list[Axis], where: _Where) -> li
         paths = {}
         for key in flat:
             paths[key] = f"{path}.{key}"
+            if key not in LEAF_KEYS:  # a typo would otherwise match, or exclude, nothing
+                raise _axis_key_error(key, paths[key], where)
             if not any(axis.owns(key) for axis in axes):
                 axis_keys = ", ".join(k for axis in axes for k in axis.keys) or "none"
                 raise where.error(paths[key], f"no axis varies {key} (axes: {axis_keys})")
@@ -722,6 +724,7 @@ class Sweep:
     varying: list[str]  # config keys whose value differs between runs, in axis order
     short: dict[str, str]  # varying key -> short column name
     duplicates: int  # runs asked for more than once (same id), dropped
+    warnings: list[str] = field(default_factory=list)  # e.g. an exclude entry matching no run
 
     def sources(self, run: PlannedRun) -> list:
         spec = self.spec
@@ -829,28 +832,14 @@ def _varying_keys(spec: SweepSpec) -> list[str]:
     return sorted(keys, key=lambda k: k == "seed")  # seed last: runs of one setting sort together
 
 
-def count_upper_bound(spec: SweepSpec) -> int:
-    """Runs before exclude and de-duplication: the product of the axes plus the includes."""
-    total = 1
-    for axis in spec.axes:
-        total *= len(axis.variants)
-    for entry in spec.include:
-        extra = 1
-        for axis in spec.axes:
-            if not any(axis.owns(k) for k in entry.flat):
-                extra *= len(axis.variants)
-        total += extra
-    return total
-
-
 def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
     """Expand a spec into its runs, checking each as `config_from_dict` would.
 
     Raises ConfigError for a run that fails a check (naming the spec key that set the value),
     for a spec with no runs, and for more than `max_runs` runs unless `yes`."""
-    bound = count_upper_bound(spec)
-    if not yes and bound > 100 * spec.max_runs:
-        raise _too_many(spec, bound, exact=False)
+    grid = count_distinct_grid(spec)
+    if not yes and grid is not None and grid > spec.max_runs:  # refused before any run id
+        raise _too_many(spec, grid, exact=not spec.include)
     idb = ids.IdBuilder(spec.base_cfg.flat() | {"seed": spec.base_cfg.seed})
     varying = _varying_keys(spec)
     short = ids.short_keys(varying)
@@ -897,18 +886,31 @@ def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
         runs.append(PlannedRun(rid, ids.run_dir_name([names[k] for k in varying if names[k]], rid),
                                choice, include))
 
+    def check_count() -> None:  # stop as soon as the runs exceed max_runs: O(max_runs)
+        if not yes and len(runs) > spec.max_runs:
+            raise _too_many(spec, len(runs), exact=False)
+
     matchers = [_exclude_matcher(spec, entry) for entry in spec.exclude]
+    unmatched = list(range(len(matchers)))  # exclude entries that have matched nothing yet
     for choice in itertools.product(*(range(len(axis.variants)) for axis in spec.axes)):
-        if matchers and any(match(choice) for match in matchers):
-            excluded += 1
-            continue
+        if matchers:
+            hits = [k for k in unmatched if matchers[k](choice)]
+            if hits:
+                unmatched = [k for k in unmatched if k not in hits]
+            if hits or any(match(choice) for match in matchers):
+                excluded += 1
+                continue
         build(choice, -1)
+        check_count()
     for k, entry in enumerate(spec.include):
         named = [any(axis.owns(key) for key in entry.flat) for axis in spec.axes]
         ranges = [range(-1, 0) if n else range(len(axis.variants))
                   for axis, n in zip(spec.axes, named, strict=True)]
         for choice in itertools.product(*ranges):
             build(choice, k)
+            check_count()
+    notes = [str(spec.error(f"exclude[{k}]", "matches no run of the grid: it excludes nothing"))
+             for k in unmatched]
     if not runs:
         if spec.exclude:
             raise spec.error("exclude", "the spec expands to zero runs: every combination is "
@@ -916,11 +918,35 @@ def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
         raise spec.error("grid", "the spec expands to zero runs")
     if not yes and len(runs) > spec.max_runs:
         raise _too_many(spec, len(runs), exact=True)
-    return Sweep(spec=spec, runs=runs, varying=varying, short=short, duplicates=duplicates)
+    return Sweep(spec=spec, runs=runs, varying=varying, short=short, duplicates=duplicates,
+                 warnings=notes)
+
+
+def count_distinct_grid(spec: SweepSpec) -> int | None:
+    """The exact number of distinct runs of the grid alone (axes, no exclude or include), from
+    the axes' values without building a run id; None when it cannot be told that way (exclude
+    entries, axes setting overlapping keys, or schedule.lr_min, whose default depends on lr)."""
+    if spec.exclude:
+        return None
+    keys_seen: list[str] = []
+    base = spec.base_cfg.flat() | {"seed": spec.base_cfg.seed}
+    total = 1
+    for axis in spec.axes:
+        keys = sorted({k for v in axis.variants for k in v.coerced}
+                      - run_config.NON_IDENTIFYING)
+        for key in keys:
+            if key == "schedule.lr_min" or any(
+                    key == o or key.startswith(o + ".") or o.startswith(key + ".")
+                    for o in keys_seen):
+                return None
+        keys_seen += keys
+        total *= len({ids._dump([v.coerced.get(k, base.get(k)) for k in keys])
+                      for v in axis.variants})
+    return total
 
 
 def _too_many(spec: SweepSpec, count: int, exact: bool) -> ConfigError:
-    what = f"{count:,} runs" if exact else f"up to {count:,} runs"
+    what = f"{count:,} runs" if exact else f"at least {count:,} runs"
     return spec.error("max_runs", f"the spec expands to {what}, more than max_runs "
                       f"{spec.max_runs:,}; raise max_runs or pass --yes")
 

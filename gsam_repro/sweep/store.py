@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsam_repro.errors import UsageError
 from gsam_repro.sweep.ids import id_from_dir_name
+from gsam_repro.train.rundir import FILE_MODE, hold_lock
 
 RUNS = "runs"
 SPEC_FILE = "spec.yaml"
@@ -53,15 +53,6 @@ SLURM_RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
 # atomic files
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give: others on a shared cluster may read
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so that readers see the old content or the new, never a part."""
     path = Path(path)
@@ -70,7 +61,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -268,23 +259,9 @@ def sacct_states(job_ids: set[str]) -> dict[str, str]:
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the sweep directory (released when the process dies)."""
-    import fcntl
-
     path = Path(sweep_dir) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UsageError(f"{sweep_dir}: another `sweep run` is running on this sweep "
-                             f"({holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
+    with hold_lock(
+        path, lambda holder: f"{sweep_dir}: another `sweep run` is running on this sweep "
+        f"({holder})"):
         yield
-    finally:
-        handle.close()

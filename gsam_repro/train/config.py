@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -245,27 +246,46 @@ def coerce_value(key: str, value: Any, annotation: Any, err) -> Any:
             return int(value)
         raise err(key, f"expected an integer, got {value!r}")
     if annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)  # YAML 1.1 reads "5e-4" as a string
+                number = float(value)  # YAML 1.1 reads "5e-4" as a string
             except ValueError:
                 pass
-        raise err(key, f"expected a number, got {value!r}")
+        if number is None:
+            raise err(key, f"expected a number, got {value!r}")
+        if not math.isfinite(number):  # .nan / .inf would only show up as a diverged run
+            raise err(key, f"expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, str):
             return value
         raise err(key, f"expected a string, got {value!r}")
     if annotation is list or origin is list:
         if isinstance(value, (list, tuple)):
+            _check_finite(key, value, err)
             return list(value)
         raise err(key, f"expected a list, got {value!r}")
     if annotation is dict or origin is dict:
         if isinstance(value, dict):
+            _check_finite(key, value, err)
             return dict(value)
         raise err(key, f"expected a mapping, got {value!r}")
     return value
+
+
+def _check_finite(key: str, value: Any, err) -> None:
+    """No NaN or infinity anywhere in a config, free-form lists and mappings (kwargs) included."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise err(key, f"expected a finite number, got {value!r}")
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(f"{key}[{i}]", item, err)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(f"{key}.{name}", item, err)
 
 
 def section_from_dict(name: str, cls: type, values: Any, err, lines, source) -> Any:

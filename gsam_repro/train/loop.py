@@ -49,6 +49,17 @@ HISTORY_STATS = {"f": "f", "f_p": "f_p", "h": "surrogate_gap", "rho": "rho",
 # env.json keys copied into summary.json (and so runs.parquet) to flag mixed provenance.
 PROVENANCE_KEYS = ("git_dirty", "cpu_model", "cpu_capability", "gpu_name",
                    "optimizer_file_sha256")
+# Divergence rule (docs/training.md): a run is `diverged` when its training loss is not finite,
+# or when an epoch's mean training loss exceeds DIVERGENCE_FACTOR x ln(C) for C classes. ln(C)
+# is the cross-entropy of a uniform guess, which a fresh network starts near; ten times that
+# means confidently wrong predictions on average, which no healthy run reaches, while
+# a loss spike in the first epochs of a high learning rate stays well below it.
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence_limit(num_classes: int) -> float:
+    """The epoch training loss above which a run is marked diverged (see DIVERGENCE_FACTOR)."""
+    return DIVERGENCE_FACTOR * math.log(max(num_classes, 2))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -278,6 +289,11 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
     train_loss = totals[0] / steps / world.size
     if not math.isfinite(train_loss):
         return {"diverged": True, "step": steps}
+    limit = divergence_limit(logits.shape[-1])
+    if train_loss > limit:
+        return {"diverged": True, "step": steps,
+                "why": f"the epoch's training loss {train_loss:.4g} is above {limit:.4g} "
+                f"({DIVERGENCE_FACTOR:g} x ln {logits.shape[-1]}, the loss of a uniform guess)"}
     counters.train_s += train_s
     counters.train_images += seen
     stats = {column: means.get(key) for key, column in HISTORY_STATS.items()}
@@ -474,11 +490,15 @@ def run(config: RunConfig, out_dir: str | os.PathLike) -> dict:
     world = distributed.from_environment()
     distributed.per_device_batch(config.data.batch_size, world)
     device = distributed.device_for(world, resolve_device(config.train.device))
-    with torch_settings(config, device), distributed.process_group(world, device):
+    # rank 0 writes the directory, so it alone holds the lock; created: nothing was here before
+    lock = rundir.run_lock(out_dir) if world.is_main else contextlib.nullcontext(False)
+    with lock as created, torch_settings(config, device), \
+            distributed.process_group(world, device):
         try:
             return _run(config, out_dir, rid, device, world)
         except Exception as err:
-            if out_dir.is_dir() and world.is_main:
+            started = not created or (out_dir / rundir.CONFIG).exists()
+            if out_dir.is_dir() and world.is_main and started:
                 rundir.write_failed(out_dir, err)
             raise
 
@@ -515,8 +535,8 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
         row = train_epoch(parts, cfg, epoch, counters)
         if row.get("diverged"):
             if main:
-                log(f"run {rid}: diverged at epoch {epoch} step {row['step']}: the training "
-                    "loss is not finite")
+                why = row.get("why", "the training loss is not finite")
+                log(f"run {rid}: diverged at epoch {epoch} step {row['step']}: {why}")
             status = "diverged"
             counters.wall_s += time.perf_counter() - mark
             break

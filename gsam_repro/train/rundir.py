@@ -7,6 +7,7 @@ means the run is finished.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,19 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 FAILED = "failed.json"
+LOCK = ".run.lock"
 RUN_ID_HEADER = "# run_id: "
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The mode open() would give a new file (0644 under umask 022): others on a shared cluster may
+# read results. mkstemp creates 0600, so every atomic writer sets this before its rename.
+FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -42,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -97,14 +112,76 @@ def recorded_run_id(out_dir: Path) -> str | None:
     return None
 
 
+def checkpoint_run_id(out_dir: Path) -> str | None:
+    """The run id inside checkpoint.pt, read without loading its tensors (memory-mapped); None
+    when there is no checkpoint or it cannot be read (resuming then says why)."""
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any unreadable checkpoint: resume() reports it
+        return None
+    rid = state.get("run_id") if isinstance(state, dict) else None
+    return str(rid) if rid is not None else None
+
+
 def check_owner(out_dir: Path, run_id: str) -> None:
-    """Refuse a directory that holds a run of a different config: runs are never mixed."""
+    """Refuse a directory that holds a run of a different config: runs are never mixed. Its
+    config.yaml, summary.json and checkpoint.pt are all asked, before anything is written."""
     other = recorded_run_id(out_dir)
+    if other is None or other == run_id:
+        other = checkpoint_run_id(out_dir)
     if other is not None and other != run_id:
         raise UsageError(
             f"{out_dir} holds run {other}, not this config's run {run_id}; choose another "
             "--out directory (runs are never mixed)"
         )
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (released when the process dies, so a killed holder
+    never leaves a stale lock); a held lock raises UsageError(busy(who holds it))."""
+    import fcntl
+
+    handle = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise UsageError(busy(handle.read().strip() or "another process")) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[bool]:
+    """One process trains into a run directory at a time (the lock kind `sweep run` takes on a
+    sweep). Yields whether the directory was created here; if so and nothing but the lock was
+    written to it (the run stopped before starting), it is removed again."""
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK
+    try:
+        with hold_lock(
+            path, lambda holder: f"{out_dir}: another process is training into this run "
+            f"directory ({holder})"):
+            yield created
+    finally:
+        if created and [p.name for p in out_dir.iterdir()] == [LOCK]:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                out_dir.rmdir()
 
 
 def config_text(config_dict: dict, run_id: str) -> str:

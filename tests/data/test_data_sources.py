@@ -193,3 +193,43 @@ def test_sizes_beyond_the_data_are_usage_errors(data, message):
     config = config_from_dict({"data": {"name": "synthetic", "batch_size": 400, **data}})
     with pytest.raises(UsageError, match=message):
         build_data(config.data, seed=0, device="cpu")
+
+
+class _Payload:
+    """What a crafted batch file holds: unpickling it would call os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_cifar_batch_is_refused_without_running_its_payload(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_cifar10(tmp_path, [(_images(rng, 4), [0, 1, 2, 3])], (_images(rng, 2), [0, 1]))
+    marker = tmp_path / "payload-ran"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with open(batch, "wb") as handle:
+        pickle.dump({b"data": _Payload(marker), b"labels": [0]}, handle)
+    with pytest.raises(UsageError) as err:
+        sources.load_cifar("cifar10", str(tmp_path), download=False)
+    assert str(batch) in str(err.value) and "system" in str(err.value)
+    assert not marker.exists()
+
+
+def test_cifar_batches_of_numpy_scalars_and_either_numpy_module_name_load(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = list(rng.integers(0, 10, 4))  # numpy int64 scalars, as re-pickled copies hold
+    _write_cifar10(tmp_path, [(_images(rng, 4), labels)], (_images(rng, 2), [0, 1]))
+    source = sources.load_cifar("cifar10", str(tmp_path), download=False)
+    assert source.train.labels.tolist() == [int(x) for x in labels]
+    # numpy 1 wrote "numpy.core.multiarray", numpy 2 writes "numpy._core.multiarray"
+    data = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [3]}, protocol=2)
+    for old, new in ((b"numpy._core.multiarray", b"numpy.core.multiarray"),
+                     (b"numpy.core.multiarray", b"numpy._core.multiarray")):
+        path = tmp_path / "swapped"
+        path.write_bytes(data.replace(old, new))
+        assert sources._unpickle(path)[b"labels"] == [3]

@@ -41,3 +41,13 @@ def test_a_missing_file_or_class_names_what_is_wrong(tmp_path, monkeypatch):
     (tmp_path / "my_opt.py").write_text(USER_FILE)
     with pytest.raises(ValueError, match="has no attribute 'Nope'"):
         create_optimizer("my_opt.py:Nope", [torch.nn.Parameter(torch.zeros(1))])
+
+
+@pytest.mark.parametrize("target", ["os:system", "subprocess:Popen", "my_opt.py:make"])
+def test_a_path_that_names_no_optimizer_class_is_refused_uncalled(tmp_path, monkeypatch, target):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_opt.py").write_text(USER_FILE + "\ndef make(params, **kwargs):\n"
+                                        "    open('called', 'w').close()\n")
+    with pytest.raises(ValueError, match="is not a torch.optim.Optimizer subclass"):
+        create_optimizer(target, [torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert not (tmp_path / "called").exists()

@@ -28,7 +28,8 @@ from gsam_repro.train.config import valid_keys
 
 @pytest.fixture
 def mixed_sweep(tmp_path):
-    """Done, diverged, failed and pending runs, plus three directories gather cannot read."""
+    """Done, diverged, failed and pending runs, a run whose summary.json is cut off and one with
+    a cut-off metrics line (both kept), and a directory gather cannot read."""
     sweep = tmp_path / "sweep"
     runs = {
         "done": make_run(sweep, 0.1),
@@ -44,20 +45,29 @@ def mixed_sweep(tmp_path):
     bad_line = make_run(sweep, 0.7, status=None)
     with open(bad_line["dir"] / "metrics.jsonl", "a") as handle:
         handle.write('{"epoch": 3, "lr"\n')
-    return sweep, runs, [corrupt["name"], partial.name, bad_line["name"]]
+    runs["pending"]["bad_line"] = bad_line
+    runs["failed"]["corrupt"] = corrupt
+    return sweep, runs, [partial.name]
 
 
 def test_gather_a_mix_of_states_skipping_unreadable_dirs_with_one_warning(mixed_sweep):
     sweep, runs, unreadable = mixed_sweep
+    corrupt, bad_line = runs["failed"].pop("corrupt"), runs["pending"].pop("bad_line")
     with pytest.warns(GatherWarning) as caught:
         result = gather(sweep)
-    assert len(caught) == 1
-    for name in unreadable:
-        assert name in str(caught[0].message)
+    assert len(caught) == 2  # one for the runs left out, one for the runs kept with problems
+    assert all(name in str(caught[0].message) for name in unreadable)
     assert sorted(result.skipped) == sorted(f"runs/{n}" for n in unreadable)
+    assert f"runs/{bad_line['name']} (metrics.jsonl line 3 is not JSON" in str(caught[1].message)
+    assert list(result.notes) == [f"runs/{bad_line['name']}"]
 
     table = pd.read_parquet(sweep / "runs.parquet").set_index("run_id")
-    assert len(table) == 4
+    assert len(table) == 6
+    # a cut-off summary.json: the run is failed, and says why (store.finished_state agrees)
+    assert table.loc[corrupt["run_id"], "status"] == "failed"
+    assert table.loc[corrupt["run_id"], "error"].startswith("unreadable summary.json: ")
+    # a cut-off metrics line: the run and its two good epochs are kept
+    assert table.loc[bad_line["run_id"], "status"] == "pending"
     for state, written in runs.items():
         row = table.loc[written["run_id"]]
         assert row["status"] == state
@@ -73,7 +83,7 @@ def test_gather_a_mix_of_states_skipping_unreadable_dirs_with_one_warning(mixed_
     assert table.loc[runs["pending"]["run_id"], "epochs_completed"] == 1
 
     history = pd.read_parquet(sweep / "history.parquet")
-    assert len(history) == sum(len(r["history"]) for r in runs.values())
+    assert len(history) == sum(len(r["history"]) for r in (*runs.values(), corrupt, bad_line))
     done = history[history["run_id"] == runs["done"]["run_id"]].sort_values("epoch")
     assert done["test_acc"].tolist() == [h["test_acc"] for h in runs["done"]["history"]]
     assert "extra_key" not in history.columns
@@ -171,8 +181,8 @@ def test_cli_reports_and_warns_in_one_line_each(mixed_sweep, capsys):
     assert main(["gather", str(sweep)]) == 0
     captured = capsys.readouterr()
     warning_lines = [line for line in captured.err.splitlines() if "warning" in line]
-    assert len(warning_lines) == 1 and all(n in warning_lines[0] for n in unreadable)
-    assert "4 runs" in captured.out and "wrote" in captured.out
+    assert len(warning_lines) == 2 and all(n in warning_lines[0] for n in unreadable)
+    assert "6 runs" in captured.out and "wrote" in captured.out
     time.sleep(0.01)
     assert main(["gather", str(sweep)]) == 0
     assert "up to date" in capsys.readouterr().out
@@ -181,3 +191,55 @@ def test_cli_reports_and_warns_in_one_line_each(mixed_sweep, capsys):
 def test_not_a_sweep_directory_is_a_usage_error(tmp_path, capsys):
     assert main(["gather", str(tmp_path / "nothing")]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_a_config_edited_after_the_run_is_left_out_naming_the_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    kept, edited = make_run(sweep, 0.1), make_run(sweep, 0.05)
+    path = edited["dir"] / "config.yaml"
+    path.write_text(path.read_text().replace("lr: 0.05", "lr: 0.9"))
+    with pytest.warns(GatherWarning, match=f"runs/{edited['name']}.*config.yaml was edited after "
+                      f"the run: its values give run id [0-9a-f]+, but the run is "
+                      f"{edited['run_id']}"):
+        result = gather(sweep)
+    assert list(result.skipped) == [f"runs/{edited['name']}"]
+    table = pd.read_parquet(sweep / "runs.parquet")
+    assert table["run_id"].tolist() == [kept["run_id"]]
+    assert 0.9 not in table["optimizer.lr"].tolist()
+
+
+def test_a_missing_metrics_file_keeps_the_run_with_a_warning(tmp_path):
+    sweep = tmp_path / "sweep"
+    run = make_run(sweep, 0.1)
+    (run["dir"] / "metrics.jsonl").unlink()
+    with pytest.warns(GatherWarning, match=f"runs/{run['name']} \\(no metrics.jsonl: the run "
+                      "has no history rows\\)"):
+        result = gather(sweep)
+    assert result.runs == 1 and result.epochs == 0
+    with pytest.warns(GatherWarning, match="no metrics.jsonl"):  # said again while it lasts
+        gather(sweep)
+
+
+def test_a_run_that_failed_before_its_config_shows_the_failure(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_dir = sweep / "runs" / "lr=0.1-0123456789"
+    run_dir.mkdir(parents=True)
+    (run_dir / "failed.json").write_text(json.dumps({
+        "error": "UsageError: data.root: no cifar10 data at /nowhere\nmore", "traceback": ""}))
+    result = gather(sweep)
+    assert result.skipped == {}
+    row = pd.read_parquet(sweep / "runs.parquet").iloc[0]
+    assert (row["run_id"], row["status"]) == ("0123456789", "failed")
+    assert row["error"] == "UsageError: data.root: no cifar10 data at /nowhere"
+
+
+def test_a_run_with_an_unreadable_summary_is_named_in_the_reports_left_out_list(tmp_path,
+                                                                                 capsys):
+    sweep = tmp_path / "sweep"
+    make_run(sweep, 0.1)
+    broken = make_run(sweep, 0.05)
+    (broken["dir"] / "summary.json").write_bytes(b'{"run_id": "\xff')  # cut off, not UTF-8
+    gather(sweep)
+    assert main(["report", str(sweep), "--no-figures"]) == 0
+    left_out = capsys.readouterr().out.split("left out:", 1)[1]
+    assert f"runs/{broken['name']} failed: unreadable summary.json: " in left_out

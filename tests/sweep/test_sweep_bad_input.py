@@ -41,6 +41,14 @@ CASES = {
     "include naming a key no axis has": (
         "grid:\n  optimizer.lr: [0.1, 0.2]\ninclude:\n  - {schedule.epochs: 3}\n",
         "schedule.epochs", "include[0].schedule.epochs", "no axis varies", []),
+    "exclude with a misspelt key under a mapping axis": (
+        "grid:\n  optimizer:\n    - {name: sgd}\n    - {name: sam, rho: 0.05}\n"
+        "exclude:\n  - {optimizer.nme: sgd}\n", "optimizer.nme", "exclude[0].optimizer.nme",
+        "unknown config key; did you mean optimizer.name?", []),
+    "include with a misspelt nested key": (
+        "grid:\n  optimizer:\n    - {name: sgd}\n    - {name: sam, rho: 0.05}\n"
+        "include:\n  - {optimizer: {name: gsam, rho_mx: 0.1}}\n", "rho_mx",
+        "include[0].optimizer.rho_mx", "did you mean optimizer.rho_max?", []),
     "spec that expands to zero runs": (
         "grid:\n  optimizer.lr: [0.1, 0.2]\nexclude:\n  - {optimizer.lr: 0.1}\n"
         "  - {optimizer.lr: 0.2}\n", "exclude:", "exclude", "zero runs", []),

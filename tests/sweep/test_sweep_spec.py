@@ -255,3 +255,78 @@ def test_a_large_grid_expands_with_ids_that_match_run_id(tmp_path):
     assert len(sweep.runs) == 2 * 4 * 3 * 2 * 5
     for run in sweep.runs[::7]:
         assert run_id(config_from_dict(sweep.tree(run))) == run.run_id
+
+
+def test_an_exclude_entry_that_matches_no_run_is_a_warning(tmp_path, capsys):
+    from sweep_testkit import cli
+
+    path = write_spec(tmp_path, """
+        grid:
+          optimizer.lr: [0.1, 0.05]
+        seeds: 2
+        exclude:
+          - {optimizer.lr: 0.1, seed: 1}
+          - {optimizer.lr: 0.5}
+    """)
+    sweep = expand(load_spec(path))
+    assert len(sweep.runs) == 3
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "0.5}" in text)
+    assert sweep.warnings == [f"{path}:{line}: exclude[1]: matches no run of the grid: it "
+                              "excludes nothing"]
+    assert cli("sweep", "plan", path) == 0
+    assert f"warning: {sweep.warnings[0]}" in capsys.readouterr().err
+
+
+def _count_ids(monkeypatch) -> list:
+    from gsam_repro.sweep import ids
+
+    built = []
+    finish = ids.IdBuilder.finish
+
+    def counting(self, *args):
+        built.append(1)
+        return finish(self, *args)
+
+    monkeypatch.setattr(ids.IdBuilder, "finish", counting)
+    return built
+
+
+def test_a_grid_of_a_million_runs_is_refused_before_any_run_is_built(tmp_path, monkeypatch):
+    values = "[" + ", ".join(str(0.01 * (i + 1)) for i in range(10)) + "]"
+    path = write_spec(tmp_path, f"""
+        grid:
+          optimizer.lr: {values}
+          optimizer.weight_decay: {values}
+          optimizer.momentum: {values}
+          data.batch_size: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+          schedule.epochs: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        seeds: 10
+    """)  # 10^6 = 100 x the default max_runs, the case the old bound let through
+    built = _count_ids(monkeypatch)
+    with pytest.raises(ConfigError, match="expands to 1,000,000 runs, more than max_runs 10,000"):
+        expand(load_spec(path))
+    assert built == []
+
+
+def test_max_runs_stops_expansion_once_exceeded_when_excludes_hide_the_count(tmp_path,
+                                                                             monkeypatch):
+    path = write_spec(tmp_path, """
+        max_runs: 20
+        grid:
+          optimizer.lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+        seeds: 100
+        exclude:
+          - {seed: 0}
+    """)
+    built = _count_ids(monkeypatch)
+    with pytest.raises(ConfigError, match="at least 21 runs, more than max_runs 20"):
+        expand(load_spec(path))
+    assert len(built) == 21  # not the 990 runs the grid holds
+
+
+def test_exactly_max_runs_runs_are_allowed(tmp_path):
+    path = write_spec(tmp_path, "max_runs: 4\ngrid:\n  optimizer.lr: [0.1, 0.2]\nseeds: 2\n")
+    assert len(expand(load_spec(path)).runs) == 4
+    duplicates = write_spec(tmp_path, "max_runs: 2\ngrid:\n  optimizer.lr: [0.1, 1e-1]\n"
+                            "  train.threads: [1, 2]\n", name="dup.yaml")
+    assert len(expand(load_spec(duplicates)).runs) == 1  # same config four times: one run

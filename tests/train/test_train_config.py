@@ -65,3 +65,30 @@ def test_every_config_key_is_documented():
     documented = (Path(__file__).parents[2] / "docs" / "training.md").read_text()
     missing = [key for key in valid_keys() if f"`{key}`" not in documented]
     assert not missing, f"docs/training.md does not describe {missing}"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optimizer.lr=.nan", "optimizer.lr"),
+    ("optimizer.lr=.inf", "optimizer.lr"),
+    ("optimizer.weight_decay=-.inf", "optimizer.weight_decay"),
+    ("optimizer.lr=nan", "optimizer.lr"),  # text read as a number must be finite too
+    ("optimizer.betas=[0.9, .nan]", "optimizer.betas[1]"),
+    ("optimizer.kwargs={eps: .inf}", "optimizer.kwargs.eps"),
+])
+def test_non_finite_numbers_are_refused_by_key(override, key):
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(smoke_tree(), [override])
+    assert caught.value.key == key
+    assert "finite" in caught.value.message
+
+
+def test_a_config_file_that_is_not_utf8_names_the_byte_offset_and_exits_2(tmp_path, capsys):
+    from gsam_repro.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"seed: 0\noptimizer:\n  name: s\xe9d\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}:3: not UTF-8 text: byte 0xe9 at byte offset 28"
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--show"]) == 2
+    assert "byte offset 28" in capsys.readouterr().err

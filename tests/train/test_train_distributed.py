@@ -253,7 +253,8 @@ def test_two_processes_average_the_directions_of_their_halves(tmp_path, gsam_run
 def test_rank_zero_writes_a_complete_run_directory(gsam_run):
     # Rank 1 ran with every write under the run directory turned into an error (see process).
     files = sorted(p.name for p in gsam_run.iterdir())
-    assert files == ["checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl", "summary.json"]
+    assert files == [".run.lock", "checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl",
+                     "summary.json"]
     env = read_json(gsam_run / "env.json")
     assert env["world_size"] == WORLD and env["per_device_batch"] == 64 // WORLD
     row, history = read_run(gsam_run, "ddp")
@@ -391,4 +392,4 @@ def test_a_submitit_job_with_two_tasks_is_one_data_parallel_run(tmp_path):
     assert summaries == [read_json(tmp_path / "run" / "summary.json")] * WORLD
     assert summaries[0]["world_size"] == WORLD and summaries[0]["per_device_batch"] == 32
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl", "summary.json"]
+        ".run.lock", "checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl", "summary.json"]

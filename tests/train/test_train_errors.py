@@ -143,3 +143,39 @@ def test_a_cifar_folder_without_test_batch_is_reported_missing(tmp_path, capsys)
     code, err = _train(tmp_path, capsys, smoke_tree(data={"name": "cifar10",
                                                           "root": str(tmp_path / "cifar")}))
     assert code == 2 and "no cifar10 data" in err and "test_batch" in err
+
+
+def test_an_override_after_show_is_applied(tmp_path, capsys):
+    tree = smoke_tree()
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(tree))
+    assert main(["train", str(config_path), "--out", str(tmp_path / "out"), "--show",
+                 "optimizer.lr=0.3", "seed=4"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["optimizer"]["lr"] == 0.3 and shown["seed"] == 4
+    with pytest.raises(SystemExit):  # an unknown option is still an argparse error
+        main(["train", str(config_path), "--out", str(tmp_path / "out"), "--show", "--shwo"])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "plan"])
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path, capsys, monkeypatch, command):
+    """`... | head`: the pipe's reader has gone before the output is written."""
+    import os
+    import sys
+
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(smoke_tree()))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": smoke_tree(), "seeds": 300}))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = open(write_end, "w")  # noqa: SIM115 - closed below
+    monkeypatch.setattr(sys, "stdout", stdout)
+    args = (["train", str(config_path), "--out", str(tmp_path / "out"), "--show"]
+            if command == "train" else ["sweep", "plan", str(spec), "--all"])
+    try:
+        assert main(args) == 141
+    finally:
+        stdout.close()  # flushes into /dev/null now: no second error
+    assert capsys.readouterr().err == ""

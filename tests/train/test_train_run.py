@@ -20,7 +20,8 @@ def test_two_epochs_write_a_complete_run_directory(tmp_path, name):
     config = config_from_dict(smoke_tree(optimizer=OPTIMIZERS[name]))
     summary = run(config, tmp_path / "run")
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl", "summary.json"]
+    assert files == [".run.lock", "checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl",
+                     "summary.json"]
 
     assert summary == read_json(tmp_path / "run" / "summary.json")
     assert summary["status"] == "done" and summary["run_id"] == run_id(config)
