@@ -14,9 +14,9 @@ import pandas as pd
 
 from gsam_repro.report.load import Sweep, variant_sort_key
 from gsam_repro.report.render import Table
+from gsam_repro.train.config import PROBE_PREFIX
 
-PROBE_PREFIX = "probe_h_rho"
-PROBE_PATTERN = re.compile(r"^probe_h_rho(.+)$")
+PROBE_PATTERN = re.compile(rf"^{PROBE_PREFIX}(.+)$")
 
 
 def probe_columns(df: pd.DataFrame) -> list[tuple[float, str]]:
