@@ -1,4 +1,4 @@
-"""The perturbation radius schedule: rho follows the learning rate (DESIGN.md, "The math").
+"""The perturbation radius schedule: rho follows the learning rate (docs/optimizers.md, "The math").
 
 rho_t = rho_min + (rho_max - rho_min) * (lr_t - lr_min) / (lr_max - lr_min), clamped at 0, and
 rho_max whenever lr_max == lr_min. Reading lr_t from the optimizer at every step means any torch

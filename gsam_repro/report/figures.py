@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gsam_repro.report.load import Sweep, format_value, variant_sort_key
+from gsam_repro.report.load import Sweep, format_value, radius, variant_sort_key
 from gsam_repro.report.render import math_text
 
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
@@ -152,7 +152,7 @@ def accuracy_vs(sweep: Sweep, over: str, rows: list[str], out_dir: Path,
     """Accuracy against alpha (GSAM) or rho (SAM family), mean ± std band over seeds."""
     import matplotlib.pyplot as plt
 
-    from gsam_repro.report.tables import _rho_value, column_labels, groups, tied_settings
+    from gsam_repro.report.tables import column_labels, groups, tied_settings
 
     df = sweep.done
     symbol = {"alpha": "α", "rho": "ρ"}[over]
@@ -165,10 +165,10 @@ def accuracy_vs(sweep: Sweep, over: str, rows: list[str], out_dir: Path,
         df = df.assign(_x=pd.to_numeric(df["optimizer.alpha"], errors="coerce"))
         exclude = ["optimizer.alpha"]
     else:
-        if not {"optimizer.rho", "optimizer.rho_max"} & set(df.columns):
-            return [], "accuracy vs ρ left out: no optimizer.rho or optimizer.rho_max column"
+        if not radius(df).notna().any():
+            return [], "accuracy vs ρ left out: no run records a radius"
         df = df[df["sam_family"].astype(bool)]
-        df = df.assign(_x=_rho_value(df))
+        df = df.assign(_x=radius(df))
         exclude = ["optimizer.rho", "optimizer.rho_max"]
     df = df.dropna(subset=["_x", metric])
     if df["_x"].nunique() < 2:

@@ -104,10 +104,28 @@ def _clean(value: Any) -> Any:
 
 
 def is_sam_family(name: Any, rho: Any = None, rho_max: Any = None) -> bool:
-    """Two forward+backward passes a step: a SAM-family name, or any optimizer given a rho."""
+    """For runs gathered before runs recorded `optimizer_family`: a SAM-family name, or any
+    optimizer given a rho."""
     if str(name).lower() in SAM_FAMILY:
         return True
     return _clean(rho) is not None or _clean(rho_max) is not None
+
+
+def radius(df: pd.DataFrame) -> pd.Series:
+    """Each run's radius as float64 (NaN for plain optimizers): the `radius` the run recorded
+    from its optimizer, or, for runs gathered before that column existed, `optimizer.rho`
+    (SAM, weighted) then `optimizer.rho_max` (GSAM)."""
+    value = pd.Series(np.nan, index=df.index, dtype="float64")
+    for column in ("radius", "optimizer.rho", "optimizer.rho_max"):
+        if column in df.columns:
+            value = value.fillna(pd.Series(numeric(df[column]), index=df.index))
+    return value
+
+
+def _recorded_family(row: dict) -> bool | None:
+    """The family the run recorded from its optimizer object, or None for older runs."""
+    family = _clean(row.get("optimizer_family"))
+    return None if family is None else family == "sharpness_aware"
 
 
 def variant_of(row: dict | pd.Series) -> str:
@@ -118,7 +136,9 @@ def variant_of(row: dict | pd.Series) -> str:
     # reads as its class name
     label = name.rpartition(":")[2] if ":" in name else name
     base = _clean(row.get("optimizer.base"))
-    family = is_sam_family(name, row.get("optimizer.rho"), row.get("optimizer.rho_max"))
+    family = _recorded_family(row)
+    if family is None:
+        family = is_sam_family(name, row.get("optimizer.rho"), row.get("optimizer.rho_max"))
     if family and base is not None and str(base).lower() != "sgd":
         label += f"-{base}"
     adaptive = _clean(row.get("optimizer.adaptive"))
@@ -147,6 +167,7 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
             df[column] = numeric(df[column])
     df["variant"] = [variant_of(row) for row in df.to_dict("records")] if len(df) else []
     df["sam_family"] = [
+        family if (family := _recorded_family(r)) is not None else
         is_sam_family(r.get("optimizer.name"), r.get("optimizer.rho"), r.get("optimizer.rho_max"))
         for r in df.to_dict("records")
     ] if len(df) else []

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+# What names a machine: the host, its CPU and the instruction set torch's kernels use there
+# (results differ in the last bits between them), and its GPU.
+MACHINE_KEYS = ("hostname", "cpu_model", "cpu_capability", "gpu_name")
+
 
 def _distinct(series: pd.Series) -> list[str]:
     return sorted({str(v) for v in series.dropna().astype(str) if v not in ("", "None")})
 
 
 def provenance_line(runs: pd.DataFrame) -> str | None:
-    """One line naming how many commits, machines (hostname + CPU model) and dirty trees the
+    """One line naming how many commits, machines (MACHINE_KEYS) and dirty trees the
     runs span, or None when they share one commit, one machine and no dirty tree."""
     if runs.empty:
         return None
@@ -25,9 +29,10 @@ def provenance_line(runs: pd.DataFrame) -> str | None:
         if len(commits) > 1:
             shown = ", ".join(c[:7] for c in commits[:5]) + (", ..." if len(commits) > 5 else "")
             parts.append(f"{len(commits)} commits ({shown})")
-    machine_keys = [c for c in ("hostname", "cpu_model", "gpu_name") if c in runs.columns]
+    machine_keys = [c for c in MACHINE_KEYS if c in runs.columns]
     if machine_keys:
-        machines = runs[machine_keys].astype("string").fillna("?").agg(" / ".join, axis=1)
+        machines = [" / ".join(str(v) for v in row if not pd.isna(v) and str(v))
+                    for row in runs[machine_keys].astype("string").itertuples(index=False)]
         distinct = sorted(set(machines))
         if len(distinct) > 1:
             parts.append(f"{len(distinct)} machines ({'; '.join(distinct)})")

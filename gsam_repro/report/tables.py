@@ -23,6 +23,7 @@ from gsam_repro.report.load import (
     Sweep,
     _clean,
     format_value,
+    radius,
     setting_columns,
     short_name,
     variant_sort_key,
@@ -442,14 +443,6 @@ def cifar10_paper(sweep: Sweep, metric: str = "test_acc") -> Table:
 
 
 # ---------------------------------------------------------------------------- ablations
-def _rho_value(df: pd.DataFrame) -> pd.Series:
-    rho = pd.to_numeric(df["optimizer.rho"], errors="coerce") if "optimizer.rho" in df.columns \
-        else pd.Series(np.nan, index=df.index)
-    if "optimizer.rho_max" in df.columns:
-        rho = rho.fillna(pd.to_numeric(df["optimizer.rho_max"], errors="coerce"))
-    return rho.astype("float64")
-
-
 def tied_settings(df: pd.DataFrame, value: str, exclude: Iterable[str] = ()) -> list[str]:
     """Settings that vary in the sweep but take one value for each value of `value` within a
     variant (GSAM's rho_min set to rho_max / 2 in a rho sweep): they follow the swept value,
@@ -481,7 +474,7 @@ def ablation(sweep: Sweep, over: str, rows: list[str], metric: str = "test_acc")
         exclude = ["optimizer.alpha"]
     else:
         df = df[df["sam_family"].astype(bool)]
-        values = _rho_value(df)
+        values = radius(df)
         exclude = ["optimizer.rho", "optimizer.rho_max"]
     df = df.assign(_value=values.astype("float64")).dropna(subset=["_value"])
     if df["_value"].nunique() < 2:
@@ -530,8 +523,8 @@ def gsam_vs_weighted(sweep: Sweep, rows: list[str], metric: str = "test_acc") ->
                                                                     errors="coerce"))
     weighted = df[base == "weighted"].assign(_coef=lambda d: pd.to_numeric(d["optimizer.lam"],
                                                                            errors="coerce"))
-    gsam = gsam.assign(_rho=_rho_value(gsam))
-    weighted = weighted.assign(_rho=_rho_value(weighted))
+    gsam = gsam.assign(_rho=radius(gsam))
+    weighted = weighted.assign(_rho=radius(weighted))
     if gsam.empty or weighted.empty:
         table.notes.append("GSAM vs weighted left out: the sweep lacks GSAM or weighted runs")
         return table

@@ -1,7 +1,7 @@
 """Shared pieces of the optimizer tests: a small model and problem, and an independent reference.
 
-The reference works on one flat parameter vector and writes the DESIGN.md formulas out directly,
-so it shares no code with gsam_repro.optim."""
+The reference works on one flat parameter vector and writes the formulas of docs/optimizers.md
+out directly, so it shares no code with gsam_repro.optim."""
 
 from __future__ import annotations
 

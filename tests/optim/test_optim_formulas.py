@@ -1,4 +1,5 @@
-"""Each optimizer against the DESIGN.md formulas, computed independently over flat tensors."""
+"""Each optimizer against the formulas of docs/optimizers.md, computed independently over flat
+tensors."""
 
 from __future__ import annotations
 
