@@ -64,12 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="run failed runs again (they resume from their checkpoint)")
             p.add_argument("--no-wait", action="store_true",
                            help="slurm: submit and return; `sweep status` follows the jobs")
+            p.add_argument("--tensorboard", action="store_true",
+                           help="TensorBoard event files in every run directory (the same as "
+                           "train.tensorboard=true; not part of the run ids); then "
+                           "`tensorboard --logdir SWEEP_DIR/runs`")
 
 
 def run(args: argparse.Namespace) -> int:
     from gsam_repro.sweep.spec import expand, load_spec
 
-    spec = load_spec(args.spec, [*args.override, *args.overrides], args.profile, args.out)
+    overrides = [*args.override, *args.overrides]
+    if getattr(args, "tensorboard", False):
+        overrides.append("train.tensorboard=true")
+    spec = load_spec(args.spec, overrides, args.profile, args.out)
     if getattr(args, "executor", None):
         spec.executor.cluster = args.executor
     sweep = expand(spec, yes=args.yes)
@@ -160,6 +167,10 @@ def _run(sweep, args: argparse.Namespace) -> int:
     # every config through config_from_dict before anything is written or submitted
     tasks = [dispatch.Task(r.run_id, sweep_dir / store.RUNS / index.get(r.run_id, r.name),
                            sweep.config(r)) for r in todo]
+    if any(t.config.train.tensorboard for t in tasks):
+        from gsam_repro.train.tracking import require_tensorboard
+
+        require_tensorboard()  # one clear error now, not one failed run each
     finished = {s: sum(1 for x in states.values() if x.state == s)
                 for s in ("done", "diverged", "failed")}
     if not tasks and not live:

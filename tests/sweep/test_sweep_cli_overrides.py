@@ -3,6 +3,8 @@ or after options; `-o` the same), and `sweep run` always ends with the sweep dir
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from sweep_testkit import cli, write_spec
 
@@ -64,3 +66,30 @@ def test_run_ends_with_the_profile_sweep_directory_that_gather_reads(tmp_path, m
     out = capsys.readouterr().out.strip().splitlines()
     assert "nothing to run" in out[0]
     assert out[-1].startswith("sweep directory: results/tiny-smoke ")
+
+
+def test_tensorboard_for_every_run_keeps_the_run_ids(tmp_path, capsys):
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    plain = plan(capsys, spec, "--out", out)[1]
+    assert plan(capsys, spec, "--out", out, "train.tensorboard=true")[1] == plain
+
+
+def test_sweep_with_tensorboard_but_no_package_stops_before_writing(tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    spec = write_spec(tmp_path, SPEC)
+    assert cli("sweep", "run", spec, "--out", tmp_path / "out", "--tensorboard") == 2
+    assert "pip install 'gsam-repro[tensorboard]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_sweep_tensorboard_flag_writes_events_in_every_run_directory(tmp_path):
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    assert cli("sweep", "run", spec, "--out", out, "--tensorboard") == 0
+    run_dirs = sorted((out / "runs").iterdir())
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        assert list(run_dir.glob("events.out.tfevents.*")), run_dir
