@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="where runs go (default: the spec's executor, else local)")
             p.add_argument("--max-parallel", type=int, metavar="N",
                            help="local runs at once (default: cores / threads per run)")
+            p.add_argument("--local-mode", choices=("auto", "pool", "process"), default="auto",
+                           help="local executor: warm workers that import torch once and take "
+                           "runs one after another (pool), or a new process a run (process); "
+                           "auto: pool when every run is short (train images x epochs <= 1M)")
             p.add_argument("--retry-failed", action="store_true",
                            help="run failed runs again (they resume from their checkpoint)")
             p.add_argument("--no-wait", action="store_true",
@@ -201,7 +205,7 @@ def _run(sweep, args: argparse.Namespace) -> int:
                 outcome = dispatch.run_tasks(
                     tasks, sweep_dir=sweep_dir, executor=spec.executor, job_name=spec.name,
                     max_parallel=args.max_parallel, adopted=live, wait=not args.no_wait,
-                    progress=progress)
+                    progress=progress, local_mode=args.local_mode)
             finally:
                 progress.close()
     finally:
