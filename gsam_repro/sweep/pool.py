@@ -210,6 +210,7 @@ def worker_main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us (see _stop)
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     source = os.fdopen(os.dup(0), "rb")
+    os.dup2(2, 1)  # nothing but answers on the pipe, whatever prints before the first job
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     import torch  # noqa: F401 - the point of a warm worker
