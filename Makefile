@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 $(BIN)/gsam-repro: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --no-compile -q $(TORCH_PINS)
-	$(BIN)/pip install --no-compile -q -e '.[dev]' $(TORCH_PINS)
+	$(BIN)/pip install --no-compile -q -e '.[suite,tensorboard,dev]' $(TORCH_PINS)
 	touch $@
 
 install: $(BIN)/gsam-repro

@@ -1,10 +1,18 @@
-"""`gsam-repro bench sweep`: how fast specs expand, status reads and gather runs at scale.
+"""`gsam-repro bench sweep`: how fast specs expand, status reads and gather runs at scale, and
+how much a small local sweep costs beyond its runs.
 
-Targets (issue 4): expand a 100,000-run grid in <= 2 s; `sweep plan` / `sweep status` over
+Part `scale` (issue 4): expand a 100,000-run grid in <= 2 s; `sweep plan` / `sweep status` over
 1,000 existing run directories in <= 1 s; gather 5,000 run directories in <= 10 s from scratch
 and <= 1 s when nothing changed. Run directories are written by hand in a temporary folder, the
 way the trainer writes them (config.yaml, metrics.jsonl with 10 epochs, summary.json). Figures
-are medians over repeats; JSON goes to results/benchmarks/sweep.json.
+are medians over repeats.
+
+Part `small` (issue 14): a local sweep of 12 short runs (about 5 s each on one thread), through
+the warm-worker pool and through one process a run; the overhead ratio is the sweep's wall time
+over the sum of its runs' own times (summary.json wall_s) divided by the parallelism; target
+<= 1.3 for the pool. Part `demo`: `gsam-repro demo` in a new process, end to end; target 60 s.
+
+JSON goes to results/benchmarks/sweep.json; a run of some parts keeps the other parts' figures.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -65,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the target sizes (e.g. 0.01 for a quick check)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/sweep.json"),
                         help="where the JSON goes")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="what to measure (default: all)")
+    parser.add_argument("--small-runs", type=int, default=12,
+                        help="runs in the small sweep (part small)")
+    parser.add_argument("--max-parallel", type=int, default=2,
+                        help="parallelism of the small sweep and the demo")
 
 
 def _median_time(fn, repeats: int, setup=None) -> list[float]:
@@ -107,13 +122,56 @@ def write_run_dirs(sweep_dir: Path, sweep, epochs: int = 10) -> None:
                 "device": "cpu", "git_sha": "0" * 40, "hostname": "bench"}))
 
 
+PARTS = ("scale", "small", "demo")
+# 4 optimizers x seeds, on synthetic images; the train size sets a run's length (about 5 s at
+# 4608 on one thread of a busy 2-core machine)
+SMALL_SPEC = """
+name: bench-small
+base:
+  data: {name: synthetic, train_size: {train}, test_size: 256, image_size: 16, batch_size: 64}
+  model: {name: small_cnn}
+  optimizer: {lr: 0.05, momentum: 0.9}
+  schedule: {epochs: 1}
+  train: {threads: 1}
+grid:
+  optimizer:
+    - {name: sgd}
+    - {name: sam, rho: 0.05}
+    - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
+    - {name: weighted, rho: 0.05, lam: 0.1}
+seeds: {seeds}
+"""
+
+
+def small_sweep(tmp: Path, mode: str, runs: int, scale: float, parallel: int) -> dict:
+    """One small local sweep through `mode` (pool | process): wall time against its runs'."""
+    from gsam_repro.cli import main as cli_main
+
+    spec = tmp / f"small-{mode}.yaml"
+    seeds = max(1, math.ceil(runs / 4))
+    spec.write_text(SMALL_SPEC.replace("{train}", str(max(64, round(4608 * scale))))
+                    .replace("{seeds}", str(seeds)))
+    out = tmp / f"small-{mode}"
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(["sweep", "run", str(spec), "--out", str(out), "--local-mode", mode,
+                         "--max-parallel", str(parallel)])
+    elapsed = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"the small sweep ({mode}) failed; see {out}")
+    run_s = [json.loads(p.read_text())["wall_s"] for p in out.glob("runs/*/summary.json")]
+    ideal = sum(run_s) / parallel
+    return {"median_s": elapsed, "repeats_s": [elapsed], "size": len(run_s),
+            "run_s_sum": sum(run_s), "run_s_mean": sum(run_s) / len(run_s), "parallel": parallel,
+            "overhead_ratio": elapsed / ideal,
+            "what": f"`sweep run --local-mode {mode} --max-parallel {parallel}` of {len(run_s)} "
+                    "short runs, in process; overhead_ratio = wall / (sum of run wall_s / "
+                    "parallel)"}
+
+
 def run(args: argparse.Namespace) -> int:
     import pandas  # imported before any timing: the figures are the work, not the imports
     import pyarrow
-
-    from gsam_repro.cli import main as cli_main
-    from gsam_repro.results.gather import gather
-    from gsam_repro.sweep.spec import expand, load_spec
 
     repeats = max(1, args.repeats)
     figures: dict[str, dict] = {}
@@ -128,70 +186,38 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="gsam-bench-sweep-") as tmp:
         tmp = Path(tmp)
-        seeds = max(1, round(50 * args.scale))
-        expand_spec = tmp / "expand.yaml"
-        expand_spec.write_text(EXPAND_SPEC.replace("{seeds}", str(seeds)))
-        size = len(expand(load_spec(expand_spec), yes=True).runs)
-        times = _median_time(lambda: expand(load_spec(expand_spec), yes=True), repeats)
-        record("expand", times, 2.0, size, "load_spec + expand (every run checked, ids, names)")
+        if "scale" in args.parts:
+            scale_figures(tmp, args, repeats, record)
+        if "small" in args.parts:
+            for mode, target in (("pool", 1.3), ("process", None)):
+                figure = small_sweep(tmp, mode, args.small_runs, args.scale, args.max_parallel)
+                figure["target_ratio"] = target
+                figures[f"small_sweep_{mode}"] = figure
+                verdict = "" if target is None else (
+                    ", ok" if figure["overhead_ratio"] <= target else ", OVER TARGET")
+                print(f"small_sweep_{mode:<10} {figure['median_s']:8.3f} s  ({figure['size']} "
+                      f"runs of {figure['run_s_mean']:.1f} s, {figure['parallel']} at once: "
+                      f"overhead ratio {figure['overhead_ratio']:.2f}"
+                      + (f", target {target:g}" if target else "") + f"{verdict})", flush=True)
+        if "demo" in args.parts:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "gsam_repro", "demo", "--out",
+                            str(tmp / "demo"), "--max-parallel", str(args.max_parallel)],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elapsed = time.perf_counter() - start
+            run_s = [json.loads(p.read_text())["wall_s"]
+                     for p in (tmp / "demo").glob("runs/*/summary.json")]
+            record("demo", [elapsed], 60.0, len(run_s),
+                   "`gsam-repro demo` in a new process: toy, 12 runs, gather, report; "
+                   "overhead_ratio = wall / (sum of run wall_s / parallel)")
+            figures["demo"].update(run_s_sum=sum(run_s), parallel=args.max_parallel,
+                                   overhead_ratio=elapsed / (sum(run_s) / args.max_parallel))
+            print(f"demo: runs {sum(run_s):.1f} s in all, overhead ratio "
+                  f"{figures['demo']['overhead_ratio']:.2f}", flush=True)
 
-        lrs = [round(0.2 / (k + 1), 6) for k in range(max(1, round(25 * args.scale)))]
-        status_spec = tmp / "status.yaml"
-        status_spec.write_text(STATUS_SPEC.replace("{lrs}", json.dumps(lrs)))
-        status_dir = tmp / "status-sweep"
-        sweep = expand(load_spec(status_spec))
-        write_run_dirs(status_dir, sweep)
-
-        def command(action: str):
-            def go():
-                with contextlib.redirect_stdout(io.StringIO()):
-                    code = cli_main(["sweep", action, str(status_spec), "--out", str(status_dir)])
-                assert code == 0
-            return go
-
-        for action in ("plan", "status"):
-            record(f"{action}", _median_time(command(action), repeats), 1.0, len(sweep.runs),
-                   f"`gsam-repro sweep {action}` over existing run directories, in process")
-
-        def command_cli(action: str):
-            def go():
-                subprocess.run([sys.executable, "-m", "gsam_repro", "sweep", action,
-                                str(status_spec), "--out", str(status_dir)], check=True,
-                               stdout=subprocess.DEVNULL)
-            return go
-
-        for action in ("plan", "status"):
-            record(f"{action}_cli", _median_time(command_cli(action), repeats), 1.0,
-                   len(sweep.runs), f"`gsam-repro sweep {action}` as a new process")
-
-        gather_spec = tmp / "gather.yaml"
-        lrs = [round(0.2 / (k + 1), 6) for k in range(max(1, round(125 * args.scale)))]
-        gather_spec.write_text(STATUS_SPEC.replace("{lrs}", json.dumps(lrs))
-                               .replace("bench-status", "bench-gather"))
-        gather_dir = tmp / "gather-sweep"
-        sweep = expand(load_spec(gather_spec))
-        write_run_dirs(gather_dir, sweep)
-
-        def scratch():
-            for name in ("runs.parquet", "history.parquet", ".gather.json"):
-                (gather_dir / name).unlink(missing_ok=True)
-
-        record("gather_scratch", _median_time(lambda: gather(gather_dir), repeats, scratch),
-               10.0, len(sweep.runs), "gather with no previous gather (10 epochs a run)")
-        record("gather_unchanged", _median_time(lambda: gather(gather_dir), repeats), 1.0,
-               len(sweep.runs), "gather again, nothing changed")
-
-        def gather_cli(*extra: str):
-            def go():
-                subprocess.run([sys.executable, "-m", "gsam_repro", "gather", str(gather_dir),
-                                *extra], check=True, stdout=subprocess.DEVNULL)
-            return go
-
-        record("gather_cli_scratch", _median_time(gather_cli("--full"), repeats), 10.0,
-               len(sweep.runs), "`gsam-repro gather --full` as a new process (imports included)")
-        record("gather_cli_unchanged", _median_time(gather_cli(), repeats), 1.0,
-               len(sweep.runs), "`gsam-repro gather` as a new process, nothing changed")
-
+    previous = {}
+    if args.out.is_file() and set(args.parts) != set(PARTS):
+        previous = json.loads(args.out.read_text()).get("figures", {})
     out = {
         "benchmark": "sweep",
         "command": "gsam-repro bench sweep " + " ".join(sys.argv[3:]),
@@ -201,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
                     "load_average_1min": [load_before, os.getloadavg()[0]]},  # shared CPUs
         "repeats": repeats,
         "scale": args.scale,
-        "figures": figures,
+        "parts": args.parts,
+        "figures": {**previous, **figures},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from gsam_repro.sweep.store import atomic_write_json
@@ -209,3 +236,75 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(args.out, out)
     print(f"wrote {args.out}")
     return 0
+
+
+def scale_figures(tmp: Path, args: argparse.Namespace, repeats: int, record) -> None:
+    """Part `scale`: expand, plan/status and gather at the sizes of the module docstring."""
+    from gsam_repro.cli import main as cli_main
+    from gsam_repro.results.gather import gather
+    from gsam_repro.sweep.spec import expand, load_spec
+
+    tmp = Path(tmp)
+    seeds = max(1, round(50 * args.scale))
+    expand_spec = tmp / "expand.yaml"
+    expand_spec.write_text(EXPAND_SPEC.replace("{seeds}", str(seeds)))
+    size = len(expand(load_spec(expand_spec), yes=True).runs)
+    times = _median_time(lambda: expand(load_spec(expand_spec), yes=True), repeats)
+    record("expand", times, 2.0, size, "load_spec + expand (every run checked, ids, names)")
+
+    lrs = [round(0.2 / (k + 1), 6) for k in range(max(1, round(25 * args.scale)))]
+    status_spec = tmp / "status.yaml"
+    status_spec.write_text(STATUS_SPEC.replace("{lrs}", json.dumps(lrs)))
+    status_dir = tmp / "status-sweep"
+    sweep = expand(load_spec(status_spec))
+    write_run_dirs(status_dir, sweep)
+
+    def command(action: str):
+        def go():
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = cli_main(["sweep", action, str(status_spec), "--out", str(status_dir)])
+            assert code == 0
+        return go
+
+    for action in ("plan", "status"):
+        record(f"{action}", _median_time(command(action), repeats), 1.0, len(sweep.runs),
+               f"`gsam-repro sweep {action}` over existing run directories, in process")
+
+    def command_cli(action: str):
+        def go():
+            subprocess.run([sys.executable, "-m", "gsam_repro", "sweep", action,
+                            str(status_spec), "--out", str(status_dir)], check=True,
+                           stdout=subprocess.DEVNULL)
+        return go
+
+    for action in ("plan", "status"):
+        record(f"{action}_cli", _median_time(command_cli(action), repeats), 1.0,
+               len(sweep.runs), f"`gsam-repro sweep {action}` as a new process")
+
+    gather_spec = tmp / "gather.yaml"
+    lrs = [round(0.2 / (k + 1), 6) for k in range(max(1, round(125 * args.scale)))]
+    gather_spec.write_text(STATUS_SPEC.replace("{lrs}", json.dumps(lrs))
+                           .replace("bench-status", "bench-gather"))
+    gather_dir = tmp / "gather-sweep"
+    sweep = expand(load_spec(gather_spec))
+    write_run_dirs(gather_dir, sweep)
+
+    def scratch():
+        for name in ("runs.parquet", "history.parquet", ".gather.json"):
+            (gather_dir / name).unlink(missing_ok=True)
+
+    record("gather_scratch", _median_time(lambda: gather(gather_dir), repeats, scratch),
+           10.0, len(sweep.runs), "gather with no previous gather (10 epochs a run)")
+    record("gather_unchanged", _median_time(lambda: gather(gather_dir), repeats), 1.0,
+           len(sweep.runs), "gather again, nothing changed")
+
+    def gather_cli(*extra: str):
+        def go():
+            subprocess.run([sys.executable, "-m", "gsam_repro", "gather", str(gather_dir),
+                            *extra], check=True, stdout=subprocess.DEVNULL)
+        return go
+
+    record("gather_cli_scratch", _median_time(gather_cli("--full"), repeats), 10.0,
+           len(sweep.runs), "`gsam-repro gather --full` as a new process (imports included)")
+    record("gather_cli_unchanged", _median_time(gather_cli(), repeats), 1.0,
+           len(sweep.runs), "`gsam-repro gather` as a new process, nothing changed")

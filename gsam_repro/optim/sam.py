@@ -15,6 +15,7 @@ second buffer, because |w| changes when w is perturbed).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -154,8 +155,9 @@ class SharpnessAware(torch.optim.Optimizer):
     optimizer's `param_groups`, so an LR scheduler can be attached to it directly, and rho_t is
     read from `param_groups[0]["lr"]` at every step.
 
-    rho schedule: rho_max/rho_min at lr_max/lr_min (lr_max defaults to the lr at construction,
-    lr_min to lr_max, which gives a constant rho_max). `adaptive`: False, "paper"
+    rho schedule: rho_max/rho_min at lr_max/lr_min (lr_max defaults to the lr at construction;
+    a rho_min other than rho_max needs an explicit lr_min; without rho_min rho is constant).
+    `adaptive`: False, "paper"
     (eps = rho |w| g / ||g||) or "asam" (eps = rho w^2 g / || |w| g ||). `grad_clip`: clip the
     global norm of the final direction. `model`: the module being trained; with it the second
     forward pass leaves BatchNorm statistics untouched, and a DistributedDataParallel model gets
@@ -222,12 +224,24 @@ class SharpnessAware(torch.optim.Optimizer):
         check_rho_schedule(
             self.rho_max, self.rho_min, self.lr_max, self.lr_min, rho_name=rho_name
         )
+        if rho_min is not None and float(rho_min) != float(rho_max) and lr_min is None:
+            # Without lr_min the schedule would be flat (lr_min = lr_max): rho_min would never
+            # be reached while the learning rate decays, silently.
+            raise ValueError(
+                f"lr_min: rho_min ({rho_min}) differs from {rho_name} ({rho_max}), so rho must "
+                "follow the learning rate, which needs lr_min (the learning rate at which rho "
+                f"reaches rho_min; lr_max defaults to the initial lr, {initial_lr}); pass lr_min, "
+                f"or leave rho_min out for a constant rho"
+            )
         self.adaptive = adaptive
         self.grad_clip = grad_clip
         self.model = model
         self.stats: dict[str, Tensor] = {}
         # Set by first_step, used by second_step.
         self._pending: dict[str, Any] | None = None
+        # The gradient tensors second_step left holding d, until zero_grad() clears them: a
+        # backward pass into them adds g to the old d (see first_step).
+        self._left_direction: list[tuple[Tensor, weakref.ref]] = []
 
     # ----------------------------------------------------------------------------- the schedule
     def rho_now(self) -> float | Tensor:
@@ -290,6 +304,7 @@ class SharpnessAware(torch.optim.Optimizer):
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             raise RuntimeError("first_step: no parameter has a gradient; did backward() run?")
+        self._check_fresh_gradients()
         grads = [p.grad for p in params]
         rho = self.rho_now()
         grad_norm = global_norm(grads)
@@ -358,6 +373,7 @@ class SharpnessAware(torch.optim.Optimizer):
             if torch.isfinite(pending["grad_norm"]):
                 params[0].grad.fill_(float("inf"))
             grad_scaler.step(self.base_optimizer)
+            self._remember_left_gradients(params)
             nan = _as_stat(None, pending["grad_norm"])
             self.stats = {
                 "f": _as_stat(pending["loss"], pending["grad_norm"]),
@@ -394,6 +410,7 @@ class SharpnessAware(torch.optim.Optimizer):
             grad_scaler.step(self.base_optimizer)
         else:
             self.base_optimizer.step()
+        self._remember_left_gradients(params)
 
         # cos is the same with or without a common gradient scale; the norms are reported unscaled.
         grad_norm = pending["grad_norm"]
@@ -423,7 +440,28 @@ class SharpnessAware(torch.optim.Optimizer):
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients (as torch does) and forget the last step's direction."""
+        super().zero_grad(set_to_none=set_to_none)
+        self._left_direction = []
+
     # ----------------------------------------------------------------------------- helpers
+    def _remember_left_gradients(self, params: list[Tensor]) -> None:
+        # weak references: gradients set to None are freed at once, as without this check
+        self._left_direction = [(p, weakref.ref(p.grad)) for p in params if p.grad is not None]
+
+    def _check_fresh_gradients(self) -> None:
+        """Raise when p.grad is still the tensor second_step left holding d: backward added g
+        into the previous direction (or never ran), so g would be wrong. Gradients cleared by
+        set_to_none (opt.zero_grad() or model.zero_grad()) are new tensors and pass."""
+        left, self._left_direction = self._left_direction, []
+        for p, grad in left:
+            if p.grad is not None and p.grad is grad():
+                raise RuntimeError(
+                    "first_step: the gradients still hold the previous step's direction "
+                    "(backward adds into it); call opt.zero_grad() before the backward pass at w"
+                )
+
     def _buffer(self, p: Tensor, name: str) -> Tensor:
         state = self.state[p]
         if name not in state:

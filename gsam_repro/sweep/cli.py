@@ -21,15 +21,34 @@ LISTED = 100  # runs listed by plan/status without --all
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # `sweep run` stops cleanly when it cannot write
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets bare `key=value` overrides come before, between or after options, as `train`'s do
+    (`sweep run SPEC --profile smoke seeds=1`); plain argparse stops positionals at an option."""
+
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._parsing:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="sweep_action", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(dest="sweep_action", metavar="ACTION", required=True,
+                                parser_class=_IntermixedParser)
     for action, help_text in ACTIONS.items():
         p = sub.add_parser(action, help=help_text, description=help_text)
         p.add_argument("spec", type=Path, help="sweep spec (YAML)")
-        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="override any spec key (grid.optimizer.lr=[0.1,0.2], seeds=1, "
                        "executor.timeout_min=30) or fix a config key over every run "
-                       "(schedule.epochs=2); repeatable")
+                       "(schedule.epochs=2), as `train` takes them")
+        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="the same as a bare KEY=VALUE; repeatable")
         p.add_argument("--profile", help="apply a named profile of the spec (e.g. smoke)")
         p.add_argument("--out", type=Path,
                        help="sweep directory (default: the spec's out_dir, else results/<name>)")
@@ -43,16 +62,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="where runs go (default: the spec's executor, else local)")
             p.add_argument("--max-parallel", type=int, metavar="N",
                            help="local runs at once (default: cores / threads per run)")
+            p.add_argument("--local-mode", choices=("auto", "pool", "process"), default="auto",
+                           help="local executor: warm workers that import torch once and take "
+                           "runs one after another (pool), or a new process a run (process); "
+                           "auto: pool when every run is short (train images x epochs <= 1M)")
             p.add_argument("--retry-failed", action="store_true",
                            help="run failed runs again (they resume from their checkpoint)")
             p.add_argument("--no-wait", action="store_true",
                            help="slurm: submit and return; `sweep status` follows the jobs")
+            p.add_argument("--tensorboard", action="store_true",
+                           help="TensorBoard event files in every run directory (the same as "
+                           "train.tensorboard=true; not part of the run ids); then "
+                           "`tensorboard --logdir SWEEP_DIR/runs`")
 
 
 def run(args: argparse.Namespace) -> int:
     from gsam_repro.sweep.spec import expand, load_spec
 
-    spec = load_spec(args.spec, args.override, args.profile, args.out)
+    overrides = [*args.override, *args.overrides]
+    if getattr(args, "tensorboard", False):
+        overrides.append("train.tensorboard=true")
+    spec = load_spec(args.spec, overrides, args.profile, args.out)
     if getattr(args, "executor", None):
         spec.executor.cluster = args.executor
     sweep = expand(spec, yes=args.yes)
@@ -145,6 +175,10 @@ def _run(sweep, args: argparse.Namespace) -> int:
     # every config through config_from_dict before anything is written or submitted
     tasks = [dispatch.Task(r.run_id, sweep_dir / store.RUNS / index.get(r.run_id, r.name),
                            sweep.config(r)) for r in todo]
+    if any(t.config.train.tensorboard for t in tasks):
+        from gsam_repro.train.tracking import require_tensorboard
+
+        require_tensorboard()  # one clear error now, not one failed run each
     finished = {s: sum(1 for x in states.values() if x.state == s)
                 for s in ("done", "diverged", "failed")}
     if not tasks and not live:
@@ -152,6 +186,7 @@ def _run(sweep, args: argparse.Namespace) -> int:
             if finished["failed"] and not args.retry_failed else ""
         print(f"sweep {spec.name}: nothing to run: {finished['done'] + finished['diverged']} of "
               f"{len(sweep.runs)} runs finished{skipped}")
+        print(sweep_dir_line(spec.out_dir))
         return 1 if finished["failed"] else 0
     sweep_dir.mkdir(parents=True, exist_ok=True)
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -174,7 +209,7 @@ def _run(sweep, args: argparse.Namespace) -> int:
                 outcome = dispatch.run_tasks(
                     tasks, sweep_dir=sweep_dir, executor=spec.executor, job_name=spec.name,
                     max_parallel=args.max_parallel, adopted=live, wait=not args.no_wait,
-                    progress=progress)
+                    progress=progress, local_mode=args.local_mode)
             finally:
                 progress.close()
     except OSError as err:
@@ -191,14 +226,23 @@ def _run(sweep, args: argparse.Namespace) -> int:
     if outcome.left:
         print(f"sweep {spec.name}: {len(outcome.left)} runs submitted; follow them with "
               f"`gsam-repro sweep status {args.spec}`")
+        print(sweep_dir_line(spec.out_dir))
         return 0
     print(f"sweep {spec.name}: {len(outcome.done)} done, {len(outcome.diverged)} diverged, "
-          f"{len(outcome.failed)} failed; gather with `gsam-repro gather {spec.out_dir}`")
+          f"{len(outcome.failed)} failed")
     for rid in outcome.failed:
         state = store.finished_state(next(t.run_dir for t in tasks if t.run_id == rid)
                                      if any(t.run_id == rid for t in tasks) else live[rid])
         print(f"  failed: {rid}: {state.error if state else ''}")
+    print(sweep_dir_line(spec.out_dir))
     return 1 if outcome.failed else 0
+
+
+def sweep_dir_line(out_dir: Path) -> str:
+    """The last line of every `sweep run`: where the runs are (a profile changes the folder, e.g.
+    `results/<name>-smoke`), and the commands that read it."""
+    return (f"sweep directory: {out_dir} (next: gsam-repro gather {out_dir} && "
+            f"gsam-repro report {out_dir})")
 
 
 def _raise_interrupt(signum, frame) -> None:

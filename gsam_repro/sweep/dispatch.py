@@ -8,7 +8,9 @@ directory's checkpoint. A failing run writes `failed.json` and never stops the o
 
 submitit's LocalExecutor starts every job at once, so local jobs are throttled here: at most
 `max_parallel` run at a time (default: cores / threads per job, each job using `train.threads`
-or 1 torch thread). Ctrl-C cancels the jobs this process started; they resume next time.
+or 1 torch thread). Ctrl-C cancels the jobs this process started; they resume next time. Local
+sweeps of short runs go instead to warm workers that import torch once (gsam_repro.sweep.pool),
+with the same guarantees.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ import submitit
 from submitit.helpers import Checkpointable
 
 from gsam_repro.errors import UsageError
-from gsam_repro.sweep import store
+from gsam_repro.sweep import pool, store
 from gsam_repro.sweep.spec import ExecutorSpec
 from gsam_repro.train.config import RunConfig
 
 SLURM_ARRAY_MAX = 1000  # tasks per job array (SLURM's default MaxArraySize is 1001)
 POLL_S = {"local": 0.5, "debug": 0.0, "slurm": 30.0}
+LOCAL_MODES = ("auto", "pool", "process")
 
 
 class RunJob(Checkpointable):
@@ -206,9 +209,13 @@ def run_tasks(
     adopted: dict[str, Path] | None = None,
     wait: bool = True,
     progress: Progress | None = None,
+    local_mode: str = "auto",
 ) -> Outcome:
     """Dispatch `tasks` and (unless `wait` is False) wait for them and for `adopted` runs
-    (run id -> run dir of jobs an earlier `sweep run` started that are still alive)."""
+    (run id -> run dir of jobs an earlier `sweep run` started that are still alive).
+
+    Local runs go to warm workers (`local_mode` "pool", see gsam_repro.sweep.pool) or one
+    submitit process each ("process"); "auto" picks the pool when every run is short."""
     sweep_dir = Path(sweep_dir)
     adopted = adopted or {}
     progress = progress or Progress(len(tasks) + len(adopted), job_name, enabled=False)
@@ -222,7 +229,29 @@ def run_tasks(
         return _run_debug(tasks, sweep_dir, executor, job_name, progress)
     if cluster == "slurm":
         return _run_slurm(tasks, sweep_dir, executor, job_name, adopted, wait, progress)
+    if local_mode not in LOCAL_MODES:
+        raise UsageError(f"local mode must be one of {', '.join(LOCAL_MODES)}, got {local_mode!r}")
+    if local_mode == "pool" or (local_mode == "auto" and tasks
+                                and all(pool.is_short(t.config) for t in tasks)):
+        return _run_pool(tasks, sweep_dir, executor, max_parallel, adopted, progress)
     return _run_local(tasks, sweep_dir, executor, job_name, max_parallel, adopted, progress)
+
+
+def _max_parallel(tasks: list[Task], executor: ExecutorSpec, max_parallel: int | None) -> int:
+    if max_parallel is not None:
+        return max_parallel
+    return executor.max_parallel or default_max_parallel(
+        max((_threads(t) for t in tasks), default=1))
+
+
+def _run_pool(tasks, sweep_dir, executor, max_parallel, adopted, progress) -> Outcome:
+    outcome = Outcome()
+    records = store.load_jobs(sweep_dir)
+    pool.run_pool(tasks, sweep_dir=sweep_dir, executor=executor,
+                  max_parallel=_max_parallel(tasks, executor, max_parallel), adopted=adopted,
+                  records=records, progress=progress, outcome=outcome, settle=_settle,
+                  threads_of=_threads)
+    return outcome
 
 
 def _threads(task: Task) -> int:
@@ -245,9 +274,7 @@ def _run_debug(tasks, sweep_dir, executor, job_name, progress) -> Outcome:
 
 def _run_local(tasks, sweep_dir, executor, job_name, max_parallel, adopted, progress) -> Outcome:
     outcome = Outcome()
-    if max_parallel is None:
-        max_parallel = executor.max_parallel or default_max_parallel(
-            max((_threads(t) for t in tasks), default=1))
+    max_parallel = _max_parallel(tasks, executor, max_parallel)
     ex = make_executor("local", sweep_dir, executor, job_name)
     poll = executor.poll_s or POLL_S["local"]
     jobs = store.load_jobs(sweep_dir)

@@ -188,7 +188,8 @@ def job_record(cluster: str, job_id: str) -> dict:
 
 
 def pid_alive(pid: int) -> bool:
-    """A process with this id runs here and is a submitit job (ids are reused after exit)."""
+    """A process with this id runs here and is a submitit job or a warm sweep worker (ids are
+    reused after exit)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +199,8 @@ def pid_alive(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.parent.exists():
         try:
-            return b"submitit" in cmdline.read_bytes()
+            command = cmdline.read_bytes()  # a submitit job, or a warm worker of sweep/pool.py
+            return b"submitit" in command or b"gsam_repro.sweep.pool" in command
         except OSError:
             return False
     return True

@@ -115,6 +115,9 @@ class TrainConfig:
     compile: bool = False
     threads: int | None = None  # torch CPU threads; not part of the run id
     log_every: int = 50  # steps between log lines when not on a terminal; not part of the run id
+    tensorboard: bool = False  # TensorBoard event files in the run directory; not in the run id
+    loggers: list = field(default_factory=list)  # "module:factory" run loggers (e.g. Weights &
+    # Biases, see docs/training.md); not part of the run id
 
 
 @dataclass
@@ -163,7 +166,7 @@ class RunConfig:
 # Keys that cannot change a run's result: excluded from the run id.
 NON_IDENTIFYING = frozenset(
     {"data.root", "data.download", "data.num_workers", "data.cache_dir", "train.threads",
-     "train.log_every"}
+     "train.log_every", "train.tensorboard", "train.loggers"}
 )
 
 # Keys added after runs were first recorded: while at these defaults they are left out of the
@@ -360,6 +363,10 @@ def check_config(cfg: RunConfig, err) -> None:
         raise err("train.device", f"{t.device!r} is not auto, cpu, cuda, cuda:N or mps")
     at_least("train.threads", t.threads, 1)
     at_least("train.log_every", t.log_every, 1)
+    for i, path in enumerate(t.loggers):
+        if not isinstance(path, str) or ":" not in path.strip(":"):
+            raise err(f"train.loggers[{i}]", f"expected 'package.module:factory' or "
+                      f"'path/to/file.py:factory', got {path!r}")
     at_least("eval.every", e.every, 1)
     at_least("eval.hessian_batches", e.hessian_batches, 0)
     at_least("eval.hessian_iters", e.hessian_iters, 1)

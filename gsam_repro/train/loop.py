@@ -39,6 +39,7 @@ from gsam_repro.train.measure import (
     sharpness_probes,
 )
 from gsam_repro.train.schedule import make_scheduler
+from gsam_repro.train.tracking import Trackers, open_trackers
 
 # Optimizer stats kept as epoch means in history, and the history column each goes to (the
 # SAM family reports them all; plain optimizers none, and f is then the train loss).
@@ -222,8 +223,10 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
     return loss, first_logits[0]
 
 
-def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) -> dict:
-    """One pass over the training set; returns its metrics (or {"diverged": True, ...})."""
+def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters,
+                trackers: Trackers | None = None) -> dict:
+    """One pass over the training set; returns its metrics (or {"diverged": True, ...}).
+    `trackers` (TensorBoard, the user's loggers) get every step's loss, lr and stats."""
     loader = parts.data.train
     loader.set_epoch(epoch)
     parts.model.train()
@@ -247,7 +250,8 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
         fetch = time.perf_counter()
         x, y = next(batches)
         data_s += time.perf_counter() - fetch
-        lr_sum += parts.optimizer.param_groups[0]["lr"]
+        step_lr = parts.optimizer.param_groups[0]["lr"]
+        lr_sum += step_lr
         loss, logits = train_step(parts, x, y, counters)
         loss_sum += loss.float()
         correct += (logits.argmax(dim=1) == y).sum()
@@ -259,6 +263,8 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) ->
                 stat_sums[key] = stat_sums[key] + value if key in stat_sums else value
         parts.scheduler.step()
         counters.steps += 1
+        if trackers:
+            trackers.step(counters.steps, loss, step_lr, stats)
         if progress is not None:
             progress.update(1)
         if step % every == 0 or step == steps:
@@ -506,6 +512,7 @@ def run(config: RunConfig, out_dir: str | os.PathLike) -> dict:
 def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: World) -> dict:
     parts = build(cfg, device, world)
     main = world.is_main
+    trackers = open_trackers(cfg, out_dir, main)  # before any write: a missing package stops it
     env = rundir.environment(device, cfg.optimizer.name)
     env.update(world_size=world.size,
                per_device_batch=distributed.per_device_batch(cfg.data.batch_size, world))
@@ -532,7 +539,7 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
     status = "done"
     mark = time.perf_counter()
     for epoch in range(done_epochs + 1, epochs + 1):
-        row = train_epoch(parts, cfg, epoch, counters)
+        row = train_epoch(parts, cfg, epoch, counters, trackers)
         if row.get("diverged"):
             if main:
                 why = row.get("why", "the training loss is not finite")
@@ -570,6 +577,7 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
             continue
         save_checkpoint(out_dir / rundir.CHECKPOINT, state)
         rundir.write_metrics(out_dir, counters.history)
+        trackers.epoch(epoch, row)
         test = "" if row["test_acc"] is None else (
             f" test_loss {row['test_loss']:.4f} test_acc {row['test_acc']:.2f}")
         log(f"epoch {epoch}/{epochs} train_loss {row['train_loss']:.4f} train_acc "
@@ -585,4 +593,5 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
             counters.wall_s += time.perf_counter() - start
         summary = summarize(cfg, rid, status, counters, parts, final, env)
         rundir.atomic_write_json(out_dir / rundir.SUMMARY, summary)
+    trackers.close(summary)
     return distributed.from_main(world, summary)

@@ -68,20 +68,25 @@ def test_a_failing_run_never_stops_the_others_and_retry_failed_reruns_it(tmp_pat
 
 
 @pytest.mark.slow
-def test_local_sweep_killed_midway_reruns_only_what_is_missing_then_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("mode", ["process", "pool"])
+def test_local_sweep_killed_midway_reruns_only_what_is_missing_then_nothing(tmp_path, capsys,
+                                                                             mode):
+    # 30 epochs: long enough (~1 s) that the pool's second run is still going at the kill
     spec = write_spec(tmp_path, """
         executor: {cluster: local, max_parallel: 1, timeout_min: 10}
+        force: {schedule.epochs: 30}
         grid:
           optimizer.lr: [0.1, 0.05]
     """)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sweeper = subprocess.Popen(
-        [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out)],
+        [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out),
+         "--local-mode", mode],
         start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not summaries(out) and sweeper.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.02)
     # kill the sweep and every job it started (one process group), as a crash would
     os.killpg(sweeper.pid, signal.SIGKILL)
     sweeper.wait()
@@ -90,15 +95,19 @@ def test_local_sweep_killed_midway_reruns_only_what_is_missing_then_nothing(tmp_
     assert sorted(states(spec, out).values()) == ["done", "pending"]
     jobs_before = store.load_jobs(out)
 
-    assert cli("sweep", "run", spec, "--out", out) == 0
+    assert cli("sweep", "run", spec, "--out", out, "--local-mode", mode) == 0
     after = summaries(out)
     assert len(after) == 2
     assert {k: after[k] for k in first} == first  # the finished run was left alone
     jobs = store.load_jobs(out)
     resubmitted = {rid for rid in jobs if jobs[rid] != jobs_before.get(rid)}
     assert len(resubmitted) == 1
-    log_folders = sorted(p.name for p in (out / "submitit").iterdir() if p.name != "%j")
-    assert jobs[resubmitted.pop()]["job_id"] in log_folders  # logs stay in the sweep's folder
+    rid = resubmitted.pop()
+    if mode == "process":
+        log_folders = sorted(p.name for p in (out / "submitit").iterdir() if p.name != "%j")
+        assert jobs[rid]["job_id"] in log_folders  # logs stay in the sweep's folder
+    else:  # one log a run, in the sweep's folder
+        assert list((out / "submitit").glob(f"pool-*/{rid}.log"))
 
     capsys.readouterr()
     assert cli("sweep", "run", spec, "--out", out) == 0  # everything is done: submits nothing
@@ -151,7 +160,7 @@ def test_local_jobs_are_throttled_to_max_parallel(tmp_path, monkeypatch):
     tasks = [dispatch.Task(r.run_id, tmp_path / "runs" / r.name, sweep.config(r))
              for r in sweep.runs]
     outcome = dispatch.run_tasks(tasks, sweep_dir=tmp_path, executor=ExecutorSpec(poll_s=0.001),
-                                 job_name="t", max_parallel=2)
+                                 job_name="t", max_parallel=2, local_mode="process")
     assert len(FakeExecutor.submitted) == 5 and FakeJob.most == 2
     assert sorted(outcome.done) == sorted(t.run_id for t in tasks)
     assert set(store.load_jobs(tmp_path)) == {t.run_id for t in tasks}
@@ -173,15 +182,18 @@ def test_jobs_are_checkpointable_and_requeue_the_same_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_cancels_the_jobs_it_started_and_they_resume_later(tmp_path):
+@pytest.mark.parametrize("mode", ["process", "pool"])
+def test_ctrl_c_cancels_the_jobs_it_started_and_they_resume_later(tmp_path, mode):
     spec = write_spec(tmp_path, """
         executor: {cluster: local, max_parallel: 1}
+        force: {schedule.epochs: 100}
         grid:
           optimizer.lr: [0.1]
     """)
     out = tmp_path / "out"
     sweeper = subprocess.Popen(
-        [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out)],
+        [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out),
+         "--local-mode", mode],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not store.load_jobs(out) and time.time() < deadline:
