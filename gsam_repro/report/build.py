@@ -20,8 +20,8 @@ from gsam_repro.report.load import Sweep, load_sweep
 from gsam_repro.report.provenance import provenance_line
 from gsam_repro.report.render import Table, write_text
 
-TABLES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "probes", "ablation_alpha",
-          "ablation_rho", "gsam_vs_weighted", "selection", "cost")
+TABLES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "outcomes", "probes",
+          "ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost")
 OPTION_KEYS = ("rows", "tables", "target", "target_metric", "select_on", "dataset", "metric",
                "figures", "compare")
 
@@ -130,7 +130,7 @@ def _wanted(sweep: Sweep, options: ReportOptions) -> list[str]:
         keys = {paper.model_key(m) for m in df["model.name"].dropna().unique()}
         if "wrn16_8" in keys:
             wanted.append("cifar10_wrn16_8")
-    wanted += ["claims", "probes", "ablation_alpha", "ablation_rho", "gsam_vs_weighted",
+    wanted += ["claims", "outcomes", "probes", "ablation_alpha", "ablation_rho", "gsam_vs_weighted",
                "selection", "cost"]
     return wanted
 
@@ -154,6 +154,7 @@ def build(sweep_dir: str | Path, options: ReportOptions | None = None,
     builders = {
         "comparison": lambda: tables.comparison(sweep, rows, metric, compare),
         "claims": lambda: claims.claims_table(sweep, rows, metric),
+        "outcomes": lambda: tables.outcomes(sweep, rows),
         "probes": lambda: probes.probe_table(sweep, rows),
         "table1": lambda: tables.table1(sweep, options.dataset, metric, options.select_on),
         "cifar10_wrn16_8": lambda: tables.cifar10_paper(sweep, metric),

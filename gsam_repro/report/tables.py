@@ -696,3 +696,44 @@ def cost(sweep: Sweep, rows: list[str], target: float | None = None,
                            "over all runs")
     table.notes.append("the SAM family pays two forward+backward passes a step")
     return table
+
+
+# ------------------------------------------------------------------------------- outcomes
+# What each method ended with, beyond the headline metric: (column, row label, cell kind).
+OUTCOMES = (
+    ("test_acc_at_best_val", "test acc at best val epoch (%)", "acc"),
+    ("test_acc", "test acc, last epoch (%)", "acc"),
+    ("best_val_acc", "best val acc (%)", "acc"),
+    ("train_acc", "train acc, last epoch (%)", "acc"),
+    ("memorized_pct", "flipped labels memorised (%)", "acc"),
+    ("flipped_clean_pct", "flipped images predicted clean (%)", "acc"),
+    ("hessian_max_eig", "λ_max", "float"),
+    ("probe_f", "f(w) on the probe batches", "float"),
+)
+
+
+def outcomes(sweep: Sweep, rows: list[str]) -> Table:
+    """One row per outcome the runs recorded (test accuracy at the best validation epoch and
+    at the last, training accuracy, memorised label noise, λ_max, ...), one column per
+    optimizer: mean ± std over seeds. Outcomes no run recorded are left out."""
+    table = Table("outcomes", "outcomes per method: mean ± std (seeds)", [*rows, "outcome"], [])
+    df = sweep.done
+    if not _require(sweep, table, df, [*rows, "optimizer.name"], "outcomes table"):
+        return table
+    present = [entry for entry in OUTCOMES if sweep.has(entry[0], df)]
+    if not present:
+        table.notes.append("outcomes table left out: no run records any of "
+                           f"{', '.join(column for column, _, _ in OUTCOMES)}")
+        return table
+    df = df.assign(column=column_labels(df, rows))
+    table.columns = sorted(df["column"].unique(), key=variant_sort_key)
+    for row_label, sub in groups(df, rows):
+        for column, label, kind in present:
+            key = (*row_label, label)
+            table.add_row(key)
+            for name in table.columns:
+                values = sub.loc[sub["column"] == name, column]
+                if values.notna().any():
+                    table.set(key, name, stat_cell(values, kind))
+    _seed_note(table)
+    return table

@@ -243,3 +243,20 @@ def test_cost_totals_over_the_runs_that_reached_the_target(sweep_dir):
     assert table.get(label, "wall to target (s)").value <= table.get(label, "total wall (s)").value
     assert table.get(label, "final test_acc").n == 3  # accuracy stays over every run
     assert any("medians over the same runs" in note for note in table.notes)
+
+
+def test_outcomes_table_shows_each_recorded_outcome_per_method(sweep_dir):
+    rows = [run(name, 40.0 + seed, seed=seed, test_acc_at_best_val=45.0 + 2 * seed,
+                memorized_pct=mem + seed, train_acc=99.0)
+            for name, mem in (("sgd", 90.0), ("sam", 20.0)) for seed in range(3)]
+    sweep = load_sweep(write_sweep(sweep_dir, rows))
+    table = tables.outcomes(sweep, ["model.name"])
+    assert table.columns == ["sgd", "sam"]
+    memorised = table.get(("small_cnn", "flipped labels memorised (%)"), "sam")
+    assert memorised.value == pytest.approx(21.0) and memorised.n == 3
+    assert memorised.std == pytest.approx(np.std([20.0, 21.0, 22.0], ddof=1))
+    best = table.get(("small_cnn", "test acc at best val epoch (%)"), "sgd")
+    assert best.value == pytest.approx(47.0)
+    # Outcomes no run recorded get no row.
+    labels = [label[-1] for label in table.rows]
+    assert "λ_max" not in labels and "flipped images predicted clean (%)" not in labels
