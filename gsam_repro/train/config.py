@@ -80,6 +80,13 @@ class OptimizerConfig:
     lam: float | None = None  # weighted (min f_p + lam * h)
     adaptive: bool | str | None = None  # False | "paper" | "asam"
     grad_clip: float | None = None  # global-norm clip of the final direction
+    # Cheap variants of any sharpness-aware optimizer (docs/optimizers.md, "Cheap variants"):
+    every: int | None = None  # the method every k-th step, plain base steps between
+    looksam: int | None = None  # LookSAM: the method every k-th step, reuse steps between
+    looksam_alpha: float | None = None  # LookSAM's alpha (default 0.7)
+    switch_prob: float | None = None  # RST: each step is the method with probability p
+    switch_seed: int | None = None  # seed of switch_prob's generator (default 0)
+    start_fraction: float | None = None  # late phase: plain steps for this fraction of the run
     kwargs: dict = field(default_factory=dict)  # extra keywords for a user's own optimizer
 
 

@@ -145,13 +145,13 @@ def build(cfg: RunConfig, device: torch.device, world: World = SINGLE) -> Parts:
     if world.active:  # the optimizer gets the DDP module: both SAM passes under no_sync
         forward = trained = distributed.wrap_model(eval_forward, world, device)
         torch.manual_seed(distributed.derived_rank_seed(cfg.seed, world.rank))  # own dropout
+    total_steps = cfg.schedule.epochs * len(data.train)
     try:
         optimizer = create_optimizer(cfg.optimizer.name, model.parameters(),
                                      **optimizer_kwargs(cfg), lr_max=cfg.optimizer.lr,
-                                     lr_min=cfg.lr_min, model=trained)
+                                     lr_min=cfg.lr_min, model=trained, total_steps=total_steps)
     except (ValueError, TypeError) as err:
         raise UsageError(f"optimizer: {err}") from None
-    total_steps = cfg.schedule.epochs * len(data.train)
     scheduler = make_scheduler(optimizer, total_steps, cfg.schedule.warmup_steps,
                                cfg.schedule.decay, cfg.optimizer.lr, cfg.lr_min)
     precision = cfg.train.precision
