@@ -22,8 +22,7 @@ from typing import Any
 import torch
 
 from gsam_repro.optim.gsam import GSAM
-from gsam_repro.optim.sam import SAM, SharpnessAware
-from gsam_repro.optim.variants import VARIANT_OPTIONS
+from gsam_repro.optim.sam import SAM, SHARPNESS_AWARE_OPTIONS, SharpnessAware
 from gsam_repro.optim.weighted import WeightedSAM
 
 # Facts about the run that the trainer hands to every optimizer; only those that take them see them.
@@ -125,16 +124,16 @@ def create_optimizer(name: str, params: Any, **kwargs: Any) -> torch.optim.Optim
     adaptive (False | "paper" | "asam"), grad_clip, lr_max / lr_min (the rho schedule), model,
     plus whatever a user's optimizer takes; a mapping under `kwargs` is merged in. The cheap
     variants (every, looksam, looksam_alpha, switch_prob, switch_seed, start_fraction, with
-    total_steps) apply to any `SharpnessAware` result, a user's subclass included. The result
-    has `passes_per_step` (forward/backward passes per step: 1, 2 for the SAM family, or the
-    run's exact average under a cheap variant)."""
+    total_steps) and m-sharpness (m) apply to any `SharpnessAware` result, a user's subclass
+    included. The result has `passes_per_step` (forward/backward passes per step: 1, 2 for the
+    SAM family, or the run's exact average under a cheap variant)."""
     extra = kwargs.pop("kwargs", None) or {}
     for key in extra:
         if key in kwargs and kwargs[key] is not None:
             raise ValueError(f"{key}: given both directly and under kwargs")
     kwargs = {k: v for k, v in {**kwargs, **extra}.items() if v is not None}
     factory = resolve_optimizer(name)
-    variant = {key: kwargs.pop(key) for key in VARIANT_OPTIONS if key in kwargs}
+    variant = {key: kwargs.pop(key) for key in SHARPNESS_AWARE_OPTIONS if key in kwargs}
     total_steps = kwargs.get("total_steps")
 
     if _is_sharpness_aware(factory) and "base" in kwargs:

@@ -21,13 +21,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gsam_repro.optim.chunks import Chunk
 from gsam_repro.optim.rho import check_rho_schedule, rho_at
-from gsam_repro.optim.variants import FULL, REUSE, StepPlan
+from gsam_repro.optim.variants import FULL, REUSE, VARIANT_OPTIONS, StepPlan
 
 EPS = 1e-12
 ADAPTIVE_MODES = (False, "paper", "asam")
 STAT_NAMES = ("f", "f_p", "h", "rho", "grad_norm", "grad_p_norm", "cos")
 PLAN_KEY = "sharpness_aware_steps"  # the cheap variants' part of a state dict
+# Options every sharpness-aware optimizer takes, whatever its own constructor names.
+SHARPNESS_AWARE_OPTIONS = (*VARIANT_OPTIONS, "m")
 _BLAS_DTYPES = (torch.float32, torch.float64)
 
 
@@ -167,6 +170,8 @@ class SharpnessAware(torch.optim.Optimizer):
     The cheap variants (`every`, `looksam`/`looksam_alpha`, `switch_prob`/`switch_seed`,
     `start_fraction` with `total_steps`; see gsam_repro.optim.variants) run the method on some
     steps only; they act in `step(closure)` (first_step/second_step always run the method).
+    `m`: m-sharpness, the method per chunk of m examples with the directions averaged; the
+    closure then takes a `Chunk` (see gsam_repro.optim.chunks).
     """
 
     def __init__(
@@ -189,6 +194,7 @@ class SharpnessAware(torch.optim.Optimizer):
         switch_seed: int | None = None,
         start_fraction: float | None = None,
         total_steps: int | None = None,
+        m: int | None = None,
         **base_kwargs: Any,
     ):
         if isinstance(base_optimizer, torch.optim.Optimizer):
@@ -241,17 +247,23 @@ class SharpnessAware(torch.optim.Optimizer):
         self._pending: dict[str, Any] | None = None
         self.configure_steps(
             every=every, looksam=looksam, looksam_alpha=looksam_alpha, switch_prob=switch_prob,
-            switch_seed=switch_seed, start_fraction=start_fraction, total_steps=total_steps,
+            switch_seed=switch_seed, start_fraction=start_fraction, total_steps=total_steps, m=m,
         )
 
-    def configure_steps(self, **options: Any) -> None:
-        """Set the cheap-variant options (a `StepPlan`'s keywords) before the first step."""
+    def configure_steps(self, *, m: int | None = None, **options: Any) -> None:
+        """Set the cheap-variant options (a `StepPlan`'s keywords) and m before the first step."""
         plan = StepPlan(**options)
         if plan.looksam is not None and self.adaptive is not False:
             raise ValueError(
                 f"looksam applies to the plain perturbation only, not adaptive={self.adaptive!r}"
             )
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f"m must be an integer >= 1, got {m!r}")
+        if m is not None and plan.looksam is not None:
+            raise ValueError("m: LookSAM's reuse steps are defined for whole batches; "
+                             "use m without looksam")
         self.plan = plan
+        self.m = m
         self._store_orthogonal = False
 
     @property
@@ -298,6 +310,8 @@ class SharpnessAware(torch.optim.Optimizer):
         kind = self.plan.next_kind()
         if kind != FULL:
             return self._single_pass_step(closure, grad_scaler, reuse=kind == REUSE)
+        if self.m is not None:
+            return self._chunked_step(closure, grad_scaler)
         self._store_orthogonal = self.plan.looksam is not None
         with self._maybe_no_sync():
             self.zero_grad(set_to_none=True)
@@ -403,7 +417,15 @@ class SharpnessAware(torch.optim.Optimizer):
                 "cos": nan,
             }
             return
+        params, directions = self._direction_at_w(pending, loss_p, grad_scaler)
+        self._apply(params, directions, grad_scaler)
 
+    def _direction_at_w(
+        self, pending: dict[str, Any], loss_p: Any, grad_scaler: torch.amp.GradScaler | None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Back to w, d built in p.grad, stats set; returns the parameters and their d."""
+        params = pending["params"]
+        g_bufs = [self.state[p]["g"] for p in params]
         if self.adaptive is False:
             scale = pending["scale"]
             torch._foreach_addcmul_(params, g_bufs, [scale] * len(params), value=-1)
@@ -420,9 +442,9 @@ class SharpnessAware(torch.optim.Optimizer):
             self._store_orthogonal = False
             self._keep_orthogonal(params, g_bufs, grads_p, dot, pending["grad_norm"])
         self.direction(grads_p, g_bufs, dot, grad_p_norm)
-        self._apply(params, grads_p, grad_scaler)
         self._set_stats(pending["loss"], loss_p, pending["rho"], pending["grad_norm"],
                         grad_p_norm, dot, grad_scaler)
+        return params, grads_p
 
     def _apply(
         self, params: list[Tensor], directions: list[Tensor],
@@ -474,6 +496,53 @@ class SharpnessAware(torch.optim.Optimizer):
         coefficient = -dot / (grad_norm * grad_norm + EPS)
         torch._foreach_addcmul_(keep, grads, [coefficient] * len(keep))
 
+    def _chunked_step(
+        self, closure: Callable[[Chunk], Any], grad_scaler: torch.amp.GradScaler | None
+    ) -> Any:
+        """m-sharpness: the method's two passes and direction per chunk of m examples, the
+        directions averaged (weighted by chunk size) into one more buffer, then one base step.
+        Returns the mean loss at w; stats are the chunks' weighted means."""
+        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        total = [self._buffer(p, "m") for p in params]
+        torch._foreach_zero_(total)
+        touched: set[int] = set()
+        loss_sum: Any = 0.0
+        sums: dict[str, Tensor] = {}
+        batch_size, index = None, 0
+        while True:
+            chunk = Chunk(index, self.m, batch_size)
+            with self._maybe_no_sync():
+                self.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    loss = closure(chunk)
+                batch_size = chunk.batch_size
+                weight = chunk.size / chunk.batch_size
+                self.first_step(loss, grad_scaler=grad_scaler)
+                if self._pending["skip"]:  # overflow under a GradScaler: the scaler skips
+                    self.second_step(None, grad_scaler=grad_scaler)
+                    return loss
+                with torch.enable_grad():
+                    loss_p = closure(Chunk(index, self.m, batch_size, at_w=False))
+            pending, self._pending = self._pending, None
+            with torch.no_grad():
+                chunk_params, directions = self._direction_at_w(pending, loss_p, grad_scaler)
+                torch._foreach_add_([self.state[p]["m"] for p in chunk_params], directions,
+                                    alpha=weight)
+            touched.update(id(p) for p in chunk_params)
+            loss_sum = loss_sum + weight * (loss.detach() if isinstance(loss, Tensor) else loss)
+            for key, value in self.stats.items():
+                sums[key] = sums[key] + weight * value if key in sums else weight * value
+            if chunk.last:
+                break
+            index += 1
+        used = [p for p in params if id(p) in touched]
+        for p in used:
+            p.grad = self.state[p]["m"]
+        with torch.no_grad():
+            self._apply(used, [p.grad for p in used], grad_scaler)
+        self.stats = sums
+        return loss_sum
+
     def _single_pass_step(
         self, closure: Callable[[], Any], grad_scaler: torch.amp.GradScaler | None, reuse: bool
     ) -> Any:
@@ -483,7 +552,7 @@ class SharpnessAware(torch.optim.Optimizer):
         with self._maybe_no_sync():
             self.zero_grad(set_to_none=True)
             with torch.enable_grad():
-                loss = closure()
+                loss = closure()  # the whole batch, also when m is set
         with torch.no_grad():
             params = [p for group in self.param_groups for p in group["params"]
                       if p.grad is not None]

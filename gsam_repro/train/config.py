@@ -87,6 +87,7 @@ class OptimizerConfig:
     switch_prob: float | None = None  # RST: each step is the method with probability p
     switch_seed: int | None = None  # seed of switch_prob's generator (default 0)
     start_fraction: float | None = None  # late phase: plain steps for this fraction of the run
+    m: int | None = None  # m-sharpness: the method per chunk of m examples, directions averaged
     kwargs: dict = field(default_factory=dict)  # extra keywords for a user's own optimizer
 
 

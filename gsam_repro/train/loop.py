@@ -177,13 +177,15 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
     first_logits: list[torch.Tensor] = []
     scaler = parts.scaler
 
-    def closure() -> torch.Tensor:
-        counters.fwd_bwd_passes += 1
+    def closure(chunk=None) -> torch.Tensor:
+        # optimizer.m: the SAM family hands a chunk of the batch; a pass is whole at its last
+        xb, yb = (x, y) if chunk is None else (chunk(x), chunk(y))
+        counters.fwd_bwd_passes += 1 if chunk is None or chunk.last else 0
         with parts.autocast():
-            logits = parts.forward(x)
-            loss = parts.criterion(logits, y)
+            logits = parts.forward(xb)
+            loss = parts.criterion(logits, yb)
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        if not first_logits:
+        if (not first_logits) if chunk is None else chunk.at_w:
             first_logits.append(logits.detach())
         return loss.detach()
 
@@ -195,7 +197,7 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
         from gsam_repro.optim import scaled_step
 
         loss = scaled_step(optimizer, closure, scaler)
-    return loss, first_logits[0]
+    return loss, first_logits[0] if len(first_logits) == 1 else torch.cat(first_logits)
 
 
 def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters) -> dict:

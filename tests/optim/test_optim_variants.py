@@ -171,3 +171,83 @@ def test_a_user_subclass_gets_the_options():
 
     opt = Ascent(small_mlp().parameters(), lr=0.1, every=4)
     assert opt.passes_per_step == 1.25
+
+
+def chunked_reference(kind: str, m: int, steps: int = 2) -> torch.Tensor:
+    """m-sharpness from its definition: per chunk of m rows its own eps, g_p and direction; the
+    step follows their average weighted by chunk size."""
+    model = small_mlp()
+    x, y = classification_batch()
+    w = FlatProblem(model, x, y).flat_params()
+    sgd = ReferenceSGD(LR, momentum=0.9, weight_decay=5e-3)
+    for _ in range(steps):
+        d = torch.zeros_like(w)
+        for start in range(0, len(x), m):
+            problem = FlatProblem(model, x[start:start + m], y[start:start + m])
+            _, g = problem.value_and_grad(w)
+            _, g_p = problem.value_and_grad(w + RHO * g / (g.norm() + EPS))
+            d += len(problem.x) / len(x) * method_direction(kind, g, g_p)
+        w = sgd.step(w, d)
+    return w
+
+
+def chunked_package(kind: str, m: int, steps: int = 2, **options):
+    model = small_mlp()
+    x, y = classification_batch()
+    opt = create_optimizer(kind, model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-3,
+                           model=model, m=m, **KINDS[kind], **options)
+    calls = []
+
+    def closure(chunk=None):
+        xb, yb = (x, y) if chunk is None else (chunk(x), chunk(y))
+        calls.append(len(xb))
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        return loss
+
+    losses = [opt.step(closure) for _ in range(steps)]
+    return model, opt, calls, losses
+
+
+@pytest.mark.parametrize(("kind", "m"), [("sam", 8), ("gsam", 12), ("weighted", 32)])
+def test_m_sharpness_averages_per_chunk_directions(kind, m):
+    model, opt, calls, losses = chunked_package(kind, m)
+    torch.testing.assert_close(flat(model), chunked_reference(kind, m), rtol=1e-8, atol=1e-10)
+    chunks = -(-32 // m)
+    assert len(calls) == 2 * 2 * chunks and sum(calls) == 2 * 2 * 32  # two whole passes a step
+    assert opt.passes_per_step == 2
+    x, y = classification_batch()
+    whole = torch.nn.functional.cross_entropy(small_mlp()(x), y)  # the loss at the first w
+    torch.testing.assert_close(losses[0], whole.detach())
+
+
+def test_m_sharpness_plain_steps_take_the_whole_batch():
+    _, opt, calls, _ = chunked_package("sam", 8, steps=2, every=2)
+    assert calls == [8] * 8 + [32]  # the method's step in 4 chunks, then one plain pass
+
+
+def test_m_needs_whole_numbers_and_no_looksam():
+    with pytest.raises(ValueError, match="m must be an integer >= 1"):
+        create_optimizer("sam", small_mlp().parameters(), lr=0.1, m=0)
+    with pytest.raises(ValueError, match="m: LookSAM's reuse steps"):
+        create_optimizer("sam", small_mlp().parameters(), lr=0.1, m=4, looksam=2)
+
+
+@pytest.mark.parametrize(("options", "passes"), [
+    ({"start_fraction": 0.5}, 4 + 2 * 4),  # 8 steps: 4 plain, then 4 of the method
+    ({"m": 16}, 2 * 8),  # 4 chunks of the 64-image batch: still two whole passes a step
+])
+def test_the_trainer_passes_the_run_length_and_counts_chunked_passes(tmp_path, options, passes):
+    from gsam_repro.train import config_from_dict, run
+
+    config = config_from_dict({
+        "data": {"name": "synthetic", "train_size": 256, "test_size": 64, "image_size": 8,
+                 "batch_size": 64},
+        "model": {"name": "small_cnn"},
+        "optimizer": {"name": "sam", "lr": 0.05, "momentum": 0.9, "rho": 0.05, **options},
+        "schedule": {"epochs": 2},
+        "train": {"threads": 1},
+    })
+    summary = run(config, tmp_path / "run")
+    assert summary["steps"] == 8 and summary["fwd_bwd_passes"] == passes
+    assert 0 <= summary["test_acc"] <= 100
