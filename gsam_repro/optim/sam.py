@@ -440,7 +440,8 @@ class SharpnessAware(torch.optim.Optimizer):
         dot, grad_p_norm = global_dot_and_norm(g_bufs, grads_p)
         if self._store_orthogonal:
             self._store_orthogonal = False
-            self._keep_orthogonal(params, g_bufs, grads_p, dot, pending["grad_norm"])
+            self._keep_orthogonal(params, g_bufs, grads_p, dot, pending["grad_norm"],
+                                  pending["rho"])
         self.direction(grads_p, g_bufs, dot, grad_p_norm)
         self._set_stats(pending["loss"], loss_p, pending["rho"], pending["grad_norm"],
                         grad_p_norm, dot, grad_scaler)
@@ -487,11 +488,14 @@ class SharpnessAware(torch.optim.Optimizer):
     # ----------------------------------------------------------------- the cheap variants
     def _keep_orthogonal(
         self, params: list[Tensor], grads: list[Tensor], grads_p: list[Tensor], dot: Tensor,
-        grad_norm: Tensor,
+        grad_norm: Tensor, rho: float | Tensor,
     ) -> None:
         """LookSAM's one extra buffer: g_v = g_p - (<g, g_p> / ||g||^2) g, the part of g_p
         orthogonal to g, kept until the next full step."""
         keep = [self._buffer(p, "v") for p in params]
+        if not isinstance(rho, Tensor) and rho == 0:
+            torch._foreach_zero_(keep)  # no perturbation: g_p == g, and g_v is rounding only
+            return
         torch._foreach_copy_(keep, grads_p)
         coefficient = -dot / (grad_norm * grad_norm + EPS)
         torch._foreach_addcmul_(keep, grads, [coefficient] * len(keep))

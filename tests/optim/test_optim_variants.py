@@ -82,6 +82,25 @@ def test_looksam_reuses_the_orthogonal_part(kind):
     assert len(list(opt.extra_buffers())) == 2 * 4  # g and g_v, for each of the 4 tensors
 
 
+def test_looksam_at_radius_zero_is_the_base_optimizer():
+    """At rho = 0, g_p == g up to rounding: the kept g_v is zero, not rounding noise that the
+    reuse step would blow up to alpha * ||g||."""
+    model = small_mlp()
+    x, y = classification_batch()
+    opt = create_optimizer("sam", model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-3,
+                           rho=0.0, looksam=3)
+
+    def closure():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
+    torch.testing.assert_close(flat(model), reference("sam", ["plain"] * 5), rtol=1e-8,
+                               atol=1e-10)
+
+
 def test_start_fraction_runs_plain_steps_first():
     model, opt, calls = package("gsam", 10, start_fraction=0.3, total_steps=10)
     expected = reference("gsam", ["plain"] * 3 + ["full"] * 7)
