@@ -522,7 +522,12 @@ class SharpnessAware(torch.optim.Optimizer):
                 batch_size = chunk.batch_size
                 weight = chunk.size / chunk.batch_size
                 self.first_step(loss, grad_scaler=grad_scaler)
-                if self._pending["skip"]:  # overflow under a GradScaler: the scaler skips
+                if self._pending["skip"]:  # overflow under a GradScaler: the scaler skips,
+                    while not chunk.last:  # after the pass at w is whole (its logits are read)
+                        chunk = Chunk(chunk.index + 1, self.m, batch_size)
+                        self.zero_grad(set_to_none=True)
+                        with torch.enable_grad():
+                            closure(chunk)
                     self.second_step(None, grad_scaler=grad_scaler)
                     return loss
                 with torch.enable_grad():

@@ -245,6 +245,30 @@ def test_m_sharpness_plain_steps_take_the_whole_batch():
     assert calls == [8] * 8 + [32]  # the method's step in 4 chunks, then one plain pass
 
 
+def test_m_sharpness_skips_an_overflowing_step_after_a_whole_pass_at_w():
+    model = small_mlp()
+    x, y = classification_batch()
+    opt = create_optimizer("sam", model.parameters(), lr=LR, rho=RHO, m=8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    at_w = []
+
+    def closure(chunk):
+        loss = torch.nn.functional.cross_entropy(model(chunk(x)), chunk(y))
+        if chunk.at_w:
+            at_w.append(chunk.size)
+        poison = float("inf") if chunk.index == 1 else 1.0  # the second chunk overflows at w
+        scaler.scale(loss * poison).backward()
+        return loss
+
+    before = flat(model)
+    opt.step(closure, grad_scaler=scaler)
+    scaler.update()
+    # undoing the first chunk's w + eps leaves at most a rounding; a step would move w by ~1e-2
+    torch.testing.assert_close(flat(model), before, rtol=0, atol=1e-14)
+    assert scaler.get_scale() == 512.0
+    assert at_w == [8, 8, 8, 8]  # the pass at w still covers the whole batch
+
+
 def test_m_needs_whole_numbers_and_no_looksam():
     with pytest.raises(ValueError, match="m must be an integer >= 1"):
         create_optimizer("sam", small_mlp().parameters(), lr=0.1, m=0)
