@@ -211,6 +211,19 @@ def _check_cheap_form_passes(runs: pd.DataFrame) -> None:
             assert passes == steps
 
 
+def test_new_optimizer_keys_leave_recorded_run_ids_alone():
+    """Runs recorded before the cheap variants existed keep their ids (their directories end
+    with them), and a run that sets one of the new keys gets an id of its own."""
+    from gsam_repro.train.config import config_from_dict, run_id
+
+    _, configs = _expand(EXPERIMENTS / "quick.yaml", None)
+    recorded = {p.name.rpartition("-")[2] for p in (REPO / "results/quick/runs").iterdir()}
+    assert {run_id(cfg) for cfg in configs} == recorded
+    tree = {"optimizer": {"name": "sam", "rho": 0.05}}
+    assert run_id(config_from_dict(tree)) != run_id(config_from_dict(
+        {"optimizer": {**tree["optimizer"], "every": 2}}))
+
+
 def test_imagenet_data_root_comes_from_the_command_line(tmp_path):
     """The ImageNet specs read ImageFolder data from a root the user gives with -o; the run id
     does not depend on where the data lives."""

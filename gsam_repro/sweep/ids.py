@@ -20,7 +20,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gsam_repro.train.config import NON_IDENTIFYING, RunConfig, run_id
+from gsam_repro.train.config import (
+    NON_IDENTIFYING,
+    NOT_IDENTIFYING_WHEN_UNSET,
+    RunConfig,
+    run_id,
+)
 
 RUN_ID_LENGTH = len(run_id(RunConfig()))
 MAX_NAME_CHARS = 80  # readable part of a run directory name; the id follows it
@@ -44,9 +49,16 @@ class IdBuilder:
         flat["schedule.lr_min"] = None  # resolved per run in finish()
         self.keys = sorted(flat)
         self.position = {key: i for i, key in enumerate(self.keys)}
-        self._base = [f"{_dump(key)}:{_dump(flat[key])}" for key in self.keys]
+        self._base = [self._text(key, flat[key]) for key in self.keys]
         self._lr_min_pos = self.position["schedule.lr_min"]
         self._lr_min_text: dict[tuple, str] = {}
+
+    @staticmethod
+    def _text(key: str, value: Any) -> str:
+        """One key's JSON fragment; empty for a key the id leaves out while unset."""
+        if value is None and key in NOT_IDENTIFYING_WHEN_UNSET:
+            return ""
+        return f"{_dump(key)}:{_dump(value)}"
 
     def fragments(self) -> list[str]:
         return list(self._base)
@@ -56,7 +68,7 @@ class IdBuilder:
         pos = self.position.get(key)
         if pos is None or key == "schedule.lr_min":
             return None
-        return pos, f"{_dump(key)}:{_dump(value)}"
+        return pos, self._text(key, value)
 
     def finish(self, fragments: list[str], lr: float, lr_min: float | None) -> str:
         text = self._lr_min_text.get((lr, lr_min))
@@ -64,7 +76,7 @@ class IdBuilder:
             resolved = lr / 100 if lr_min is None else lr_min
             text = self._lr_min_text[(lr, lr_min)] = f'"schedule.lr_min":{_dump(resolved)}'
         fragments[self._lr_min_pos] = text
-        text = "{" + ",".join(fragments) + "}"
+        text = "{" + ",".join(f for f in fragments if f) + "}"
         return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
 
 

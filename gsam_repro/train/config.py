@@ -158,6 +158,13 @@ NON_IDENTIFYING = frozenset(
      "train.log_every"}
 )
 
+# Keys added after runs were recorded (the cheap SAM variants, m-sharpness): left out of the run
+# id while unset, so the ids of runs that do not use them stay what they were.
+NOT_IDENTIFYING_WHEN_UNSET = frozenset(
+    f"optimizer.{key}" for key in ("every", "looksam", "looksam_alpha", "switch_prob",
+                                   "switch_seed", "start_fraction", "m")
+)
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -306,6 +313,12 @@ def check_config(cfg: RunConfig, err) -> None:
     for key in ("momentum", "weight_decay", "rho", "rho_max", "rho_min", "alpha", "lam"):
         at_least(f"optimizer.{key}", getattr(o, key), 0.0)
     at_least("optimizer.grad_clip", o.grad_clip, 0.0, strict=True)
+    for key in ("every", "looksam", "m"):
+        at_least(f"optimizer.{key}", getattr(o, key), 1)
+    for key in ("switch_prob", "start_fraction"):
+        at_least(f"optimizer.{key}", getattr(o, key), 0.0)
+        if getattr(o, key) is not None and getattr(o, key) > 1:
+            raise err(f"optimizer.{key}", f"must be <= 1, got {getattr(o, key)!r}")
     if o.rho_max is not None and o.rho_min is not None and o.rho_min > o.rho_max:
         raise err("optimizer.rho_min", f"{o.rho_min} is larger than rho_max {o.rho_max}")
     if o.adaptive is not None:
@@ -373,7 +386,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 def canonical_json(cfg: RunConfig) -> str:
     """Sorted-key JSON of the identifying part of the resolved config."""
-    flat = {k: v for k, v in cfg.flat().items() if k not in NON_IDENTIFYING}
+    flat = {k: v for k, v in cfg.flat().items() if k not in NON_IDENTIFYING
+            and not (v is None and k in NOT_IDENTIFYING_WHEN_UNSET)}
     flat["schedule.lr_min"] = cfg.lr_min
     return json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
 

@@ -294,3 +294,18 @@ def test_the_trainer_passes_the_run_length_and_counts_chunked_passes(tmp_path, o
     summary = run(config, tmp_path / "run")
     assert summary["steps"] == 8 and summary["fwd_bwd_passes"] == passes
     assert 0 <= summary["test_acc"] <= 100
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("every", 0, "optimizer.every: must be >= 1, got 0"),
+    ("m", 0, "optimizer.m: must be >= 1, got 0"),
+    ("switch_prob", 1.5, "optimizer.switch_prob: must be <= 1, got 1.5"),
+    ("start_fraction", -0.1, "optimizer.start_fraction: must be >= 0.0, got -0.1"),
+    ("looksam", 2.5, "optimizer.looksam"),
+])
+def test_a_run_config_names_a_bad_option(key, value, message):
+    from gsam_repro.errors import ConfigError
+    from gsam_repro.train import config_from_dict
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        config_from_dict({"optimizer": {"name": "sam", "rho": 0.05, key: value}})
