@@ -27,7 +27,6 @@ Each property runs a few steps on a tiny float64 problem on the CPU, from fresh 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import inspect
 import io
@@ -476,37 +475,3 @@ def check_optimizer(name: str, options: dict[str, Any] | None = None) -> list[Re
     finally:
         torch.set_num_threads(threads)
     return results
-
-
-# ----------------------------------------------------------------------------- the command
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("optimizer", help="a registered name (sgd, sam, gsam, ...), "
-                        "package.module:Class or path/to/file.py:Class")
-    parser.add_argument("options", nargs="*", metavar="key=value",
-                        help="create_optimizer keywords, as in a run config's optimizer section "
-                        "(rho=0.1 base=adamw every=2 ...)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from gsam_repro.errors import UsageError
-    from gsam_repro.yamlio import parse_override
-
-    options: dict[str, Any] = {}
-    for item in args.options:
-        key, value = parse_override(item)
-        if "." in key:
-            raise UsageError(f"{item!r}: give optimizer keys without a section (rho=0.1)")
-        options[key] = value
-    try:
-        results = check_optimizer(args.optimizer, options)
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"optimizer: {err}") from None
-    width = max(len(r.name) for r in results)
-    for result in results:
-        print(f"{result.status:<5} {result.name:<{width}}  {result.evidence}")
-    failed = [r.name for r in results if r.status == FAIL]
-    if failed:
-        print(f"{args.optimizer}: {len(failed)} failed ({', '.join(failed)})")
-        return 1
-    print(f"{args.optimizer}: all properties pass or do not apply")
-    return 0

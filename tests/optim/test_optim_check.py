@@ -4,6 +4,8 @@ exactly the property it breaks."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,9 @@ def test_the_command_prints_each_property_and_exits_nonzero_on_a_failure(capsys)
 def test_bad_input_is_a_usage_error(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_command_line_parser_does_not_import_torch():
+    code = ("import sys, gsam_repro.cli as c; c.build_parser(); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
