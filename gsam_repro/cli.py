@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("gsam_repro.report.cli", "render tables and figures from a sweep's parquet files"),
     "toy": ("gsam_repro.toy_cli", "the 2-D illustration: SGD and SAM end sharp, GSAM flat"),
     "bench": ("gsam_repro.bench.cli", "benchmarks that print figures and write JSON"),
+    "check": ("gsam_repro.check", "conformance check of an optimizer before a sweep"),
     "demo": ("gsam_repro.demo", "the main job: experiments/quick.yaml end to end"),
 }
 

@@ -135,10 +135,15 @@ def test_every_profile_expands_to_buildable_runs(spec):
                 tiny = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
                 optimizer = create_optimizer(cfg.optimizer.name, tiny.parameters(), **kwargs,
                                              lr_max=cfg.optimizer.lr, lr_min=cfg.lr_min,
-                                             model=tiny)
+                                             model=tiny, total_steps=100)
                 sam_family = any(getattr(cfg.optimizer, k) is not None
                                  for k in ("rho", "rho_max"))
-                assert optimizer.passes_per_step == (2 if sam_family else 1)
+                cheap = any(getattr(cfg.optimizer, k) is not None
+                            for k in ("every", "looksam", "switch_prob", "start_fraction"))
+                if sam_family and cheap:  # the method on some steps only
+                    assert 1 < optimizer.passes_per_step < 2
+                else:
+                    assert optimizer.passes_per_step == (2 if sam_family else 1)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
@@ -175,11 +180,48 @@ def test_smoke_profile_end_to_end(spec, tmp_path, capsys):
         assert list(report.glob("fig_*.png"))
     if spec.name == "cifar10_compute_matched.yaml":
         assert "2× epochs" in (report / "comparison.md").read_text()
+    if spec.name == "efficient_sam.yaml":
+        _check_cheap_form_passes(runs)
 
     # running it again finds everything finished and starts nothing
     assert cli("sweep", "run", spec, "--profile", "smoke", "--out", out,
                "--executor", executor) == 0
     assert "nothing to run" in capsys.readouterr().out
+
+
+def _check_cheap_form_passes(runs: pd.DataFrame) -> None:
+    """Each deterministic cheap form spends what its definition says over the run's T steps:
+    every-2 and LookSAM-2 the method at steps 0, 2, ...; late phase 0.5 the method in the last
+    T/2; m-sharpness still two whole passes a step; RST between one and two a step."""
+    def option(run, key):
+        value = run.get(f"optimizer.{key}")
+        return None if value is None or pd.isna(value) else value
+
+    for _, run in runs.iterrows():
+        steps, passes = int(run["steps"]), int(run["fwd_bwd_passes"])
+        if option(run, "every") == 2 or option(run, "looksam") == 2:
+            assert passes == steps + (steps + 1) // 2
+        elif option(run, "start_fraction") == 0.5:
+            assert passes == steps + (steps - round(steps / 2))
+        elif option(run, "switch_prob") is not None:
+            assert steps <= passes <= 2 * steps
+        elif run["optimizer.name"] in ("sam", "gsam"):
+            assert passes == 2 * steps
+        else:
+            assert passes == steps
+
+
+def test_new_optimizer_keys_leave_recorded_run_ids_alone():
+    """Runs recorded before the cheap variants existed keep their ids (their directories end
+    with them), and a run that sets one of the new keys gets an id of its own."""
+    from gsam_repro.train.config import config_from_dict, run_id
+
+    _, configs = _expand(EXPERIMENTS / "quick.yaml", None)
+    recorded = {p.name.rpartition("-")[2] for p in (REPO / "results/quick/runs").iterdir()}
+    assert {run_id(cfg) for cfg in configs} == recorded
+    tree = {"optimizer": {"name": "sam", "rho": 0.05}}
+    assert run_id(config_from_dict(tree)) != run_id(config_from_dict(
+        {"optimizer": {**tree["optimizer"], "every": 2}}))
 
 
 def test_imagenet_data_root_comes_from_the_command_line(tmp_path):

@@ -43,9 +43,22 @@ class RandomSAM(SharpnessAware):
     ):
         super().__init__(params, base_optimizer, rho_max=rho, rho_name="rho", **kwargs)
 
+    # For `gsam-repro check`: eps is not along g, so h = f(w + eps) - f(w) is not
+    # rho ||g|| + rho^2 g^T H g / (2 ||g||^2); the check reports that property as n.a.
+    gradient_perturbation = False
+
     @torch.no_grad()
     def first_step(self, loss: Any = None, grad_scaler: torch.amp.GradScaler | None = None) -> None:
-        """Swap each gradient for Gaussian noise, then perturb along it as SAM would along g."""
+        """Swap each gradient for Gaussian noise, then perturb along it as SAM would along g.
+
+        Under a GradScaler a non-finite g is left in place, so that the step is skipped as for
+        SAM (`gsam-repro check` found the first version hiding it behind the noise)."""
+        grads = [p.grad for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if grad_scaler is not None and grad_scaler.is_enabled():
+            if not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                super().first_step(loss, grad_scaler=grad_scaler)
+                return
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:

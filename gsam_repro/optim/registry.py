@@ -22,11 +22,11 @@ from typing import Any
 import torch
 
 from gsam_repro.optim.gsam import GSAM
-from gsam_repro.optim.sam import SAM, SharpnessAware
+from gsam_repro.optim.sam import SAM, SHARPNESS_AWARE_OPTIONS, SharpnessAware
 from gsam_repro.optim.weighted import WeightedSAM
 
 # Facts about the run that the trainer hands to every optimizer; only those that take them see them.
-CONTEXT_ARGUMENTS = frozenset({"model", "lr_max", "lr_min"})
+CONTEXT_ARGUMENTS = frozenset({"model", "lr_max", "lr_min", "total_steps"})
 BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adamw": torch.optim.AdamW,
@@ -125,14 +125,19 @@ def create_optimizer(name: str, params: Any, **kwargs: Any) -> torch.optim.Optim
     Keywords: base ("sgd" | "adamw", the SAM family's base optimizer), lr, momentum, nesterov,
     weight_decay, betas, rho (sam, weighted), rho_max / rho_min / alpha (gsam), lam (weighted),
     adaptive (False | "paper" | "asam"), grad_clip, lr_max / lr_min (the rho schedule), model,
-    plus whatever a user's optimizer takes; a mapping under `kwargs` is merged in. The result
-    has `passes_per_step` (forward/backward passes per step: 1, or 2 for the SAM family)."""
+    plus whatever a user's optimizer takes; a mapping under `kwargs` is merged in. The cheap
+    variants (every, looksam, looksam_alpha, switch_prob, switch_seed, start_fraction, with
+    total_steps) and m-sharpness (m) apply to any `SharpnessAware` result, a user's subclass
+    included. The result has `passes_per_step` (forward/backward passes per step: 1, 2 for the
+    SAM family, or the run's exact average under a cheap variant)."""
     extra = kwargs.pop("kwargs", None) or {}
     for key in extra:
         if key in kwargs and kwargs[key] is not None:
             raise ValueError(f"{key}: given both directly and under kwargs")
     kwargs = {k: v for k, v in {**kwargs, **extra}.items() if v is not None}
     factory = resolve_optimizer(name)
+    variant = {key: kwargs.pop(key) for key in SHARPNESS_AWARE_OPTIONS if key in kwargs}
+    total_steps = kwargs.get("total_steps")
 
     if _is_sharpness_aware(factory) and "base" in kwargs:
         kwargs["base_optimizer"] = _base_class(kwargs.pop("base"))
@@ -143,6 +148,14 @@ def create_optimizer(name: str, params: Any, **kwargs: Any) -> torch.optim.Optim
     if signature is not None:
         kwargs = _check_arguments(name, signature, kwargs)
     optimizer = factory(params, **kwargs)
+    if isinstance(optimizer, SharpnessAware):
+        if variant or total_steps is not None:
+            optimizer.configure_steps(**variant, total_steps=total_steps)
+    elif variant:
+        raise ValueError(
+            f"{next(iter(variant))} applies only to sharpness-aware optimizers "
+            f"(SharpnessAware subclasses); {name!r} is not one"
+        )
     if not hasattr(optimizer, "passes_per_step"):
         optimizer.passes_per_step = 1
     return optimizer

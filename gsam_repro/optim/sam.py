@@ -22,11 +22,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gsam_repro.optim.chunks import Chunk
 from gsam_repro.optim.rho import check_rho_schedule, rho_at
+from gsam_repro.optim.variants import FULL, REUSE, VARIANT_OPTIONS, StepPlan
 
 EPS = 1e-12
 ADAPTIVE_MODES = (False, "paper", "asam")
 STAT_NAMES = ("f", "f_p", "h", "rho", "grad_norm", "grad_p_norm", "cos")
+PLAN_KEY = "sharpness_aware_steps"  # the cheap variants' part of a state dict
+# Options every sharpness-aware optimizer takes, whatever its own constructor names.
+SHARPNESS_AWARE_OPTIONS = (*VARIANT_OPTIONS, "m")
 _BLAS_DTYPES = (torch.float32, torch.float64)
 
 
@@ -163,9 +168,13 @@ class SharpnessAware(torch.optim.Optimizer):
     forward pass leaves BatchNorm statistics untouched, and a DistributedDataParallel model gets
     both passes under `no_sync` with only the final direction averaged across workers.
     `rho_name` is how error messages name rho_max (SAM and WeightedSAM call it `rho`).
-    """
 
-    passes_per_step = 2
+    The cheap variants (`every`, `looksam`/`looksam_alpha`, `switch_prob`/`switch_seed`,
+    `start_fraction` with `total_steps`; see gsam_repro.optim.variants) run the method on some
+    steps only; they act in `step(closure)` (first_step/second_step always run the method).
+    `m`: m-sharpness, the method per chunk of m examples with the directions averaged; the
+    closure then takes a `Chunk` (see gsam_repro.optim.chunks).
+    """
 
     def __init__(
         self,
@@ -180,6 +189,14 @@ class SharpnessAware(torch.optim.Optimizer):
         grad_clip: float | None = None,
         model: torch.nn.Module | None = None,
         rho_name: str = "rho_max",
+        every: int | None = None,
+        looksam: int | None = None,
+        looksam_alpha: float | None = None,
+        switch_prob: float | None = None,
+        switch_seed: int | None = None,
+        start_fraction: float | None = None,
+        total_steps: int | None = None,
+        m: int | None = None,
         **base_kwargs: Any,
     ):
         if isinstance(base_optimizer, torch.optim.Optimizer):
@@ -242,6 +259,31 @@ class SharpnessAware(torch.optim.Optimizer):
         # The gradient tensors second_step left holding d, until zero_grad() clears them: a
         # backward pass into them adds g to the old d (see first_step).
         self._left_direction: list[tuple[Tensor, weakref.ref]] = []
+        self.configure_steps(
+            every=every, looksam=looksam, looksam_alpha=looksam_alpha, switch_prob=switch_prob,
+            switch_seed=switch_seed, start_fraction=start_fraction, total_steps=total_steps, m=m,
+        )
+
+    def configure_steps(self, *, m: int | None = None, **options: Any) -> None:
+        """Set the cheap-variant options (a `StepPlan`'s keywords) and m before the first step."""
+        plan = StepPlan(**options)
+        if plan.looksam is not None and self.adaptive is not False:
+            raise ValueError(
+                f"looksam applies to the plain perturbation only, not adaptive={self.adaptive!r}"
+            )
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f"m must be an integer >= 1, got {m!r}")
+        if m is not None and plan.looksam is not None:
+            raise ValueError("m: LookSAM's reuse steps are defined for whole batches; "
+                             "use m without looksam")
+        self.plan = plan
+        self.m = m
+        self._store_orthogonal = False
+
+    @property
+    def passes_per_step(self) -> float:
+        """Forward+backward passes per step: 2, or the exact average under a cheap variant."""
+        return self.plan.passes_per_step()
 
     # ----------------------------------------------------------------------------- the schedule
     def rho_now(self) -> float | Tensor:
@@ -279,6 +321,12 @@ class SharpnessAware(torch.optim.Optimizer):
                 "closure: a sharpness-aware step needs a closure that runs forward and backward "
                 "and returns the loss (or use first_step()/second_step())"
             )
+        kind = self.plan.next_kind()
+        if kind != FULL:
+            return self._single_pass_step(closure, grad_scaler, reuse=kind == REUSE)
+        if self.m is not None:
+            return self._chunked_step(closure, grad_scaler)
+        self._store_orthogonal = self.plan.looksam is not None
         with self._maybe_no_sync():
             self.zero_grad(set_to_none=True)
             with torch.enable_grad():
@@ -385,7 +433,15 @@ class SharpnessAware(torch.optim.Optimizer):
                 "cos": nan,
             }
             return
+        params, directions = self._direction_at_w(pending, loss_p, grad_scaler)
+        self._apply(params, directions, grad_scaler)
 
+    def _direction_at_w(
+        self, pending: dict[str, Any], loss_p: Any, grad_scaler: torch.amp.GradScaler | None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Back to w, d built in p.grad, stats set; returns the parameters and their d."""
+        params = pending["params"]
+        g_bufs = [self.state[p]["g"] for p in params]
         if self.adaptive is False:
             scale = pending["scale"]
             torch._foreach_addcmul_(params, g_bufs, [scale] * len(params), value=-1)
@@ -398,10 +454,22 @@ class SharpnessAware(torch.optim.Optimizer):
                 p.grad = torch.zeros_like(p)
         grads_p = [p.grad for p in params]
         dot, grad_p_norm = global_dot_and_norm(g_bufs, grads_p)
+        if self._store_orthogonal:
+            self._store_orthogonal = False
+            self._keep_orthogonal(params, g_bufs, grads_p, dot, pending["grad_norm"],
+                                  pending["rho"])
         self.direction(grads_p, g_bufs, dot, grad_p_norm)
+        self._set_stats(pending["loss"], loss_p, pending["rho"], pending["grad_norm"],
+                        grad_p_norm, dot, grad_scaler)
+        return params, grads_p
 
+    def _apply(
+        self, params: list[Tensor], directions: list[Tensor],
+        grad_scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        """Average d across workers, unscale, clip, and let the base optimizer step."""
         if _is_ddp(self.model):
-            average_across_workers(grads_p)
+            average_across_workers(directions)
         if grad_scaler is not None and grad_scaler.is_enabled():
             grad_scaler.unscale_(self.base_optimizer)
         if self.grad_clip is not None:
@@ -412,33 +480,155 @@ class SharpnessAware(torch.optim.Optimizer):
             self.base_optimizer.step()
         self._remember_left_gradients(params)
 
+    def _set_stats(
+        self, loss: Any, loss_p: Any, rho: Any, grad_norm: Tensor, grad_p_norm: Tensor,
+        dot: Tensor, grad_scaler: torch.amp.GradScaler | None,
+    ) -> None:
         # cos is the same with or without a common gradient scale; the norms are reported unscaled.
-        grad_norm = pending["grad_norm"]
         cos = dot / (grad_norm * grad_p_norm + EPS)
+        f = _as_stat(loss, grad_norm)
+        f_p = _as_stat(loss_p, grad_norm)
+        rho = _as_stat(rho, grad_norm)
         if grad_scaler is not None and grad_scaler.is_enabled():
             inv_scale = 1.0 / grad_scaler.get_scale()
             grad_norm, grad_p_norm = grad_norm * inv_scale, grad_p_norm * inv_scale
-        f = _as_stat(pending["loss"], pending["grad_norm"])
-        f_p = _as_stat(loss_p, pending["grad_norm"])
         self.stats = {
             "f": f,
             "f_p": f_p,
             "h": f_p - f,
-            "rho": _as_stat(pending["rho"], pending["grad_norm"]),
+            "rho": rho,
             "grad_norm": grad_norm,
             "grad_p_norm": grad_p_norm,
             "cos": cos,
         }
 
+    # ----------------------------------------------------------------- the cheap variants
+    def _keep_orthogonal(
+        self, params: list[Tensor], grads: list[Tensor], grads_p: list[Tensor], dot: Tensor,
+        grad_norm: Tensor, rho: float | Tensor,
+    ) -> None:
+        """LookSAM's one extra buffer: g_v = g_p - (<g, g_p> / ||g||^2) g, the part of g_p
+        orthogonal to g, kept until the next full step."""
+        keep = [self._buffer(p, "v") for p in params]
+        if not isinstance(rho, Tensor) and rho == 0:
+            torch._foreach_zero_(keep)  # no perturbation: g_p == g, and g_v is rounding only
+            return
+        torch._foreach_copy_(keep, grads_p)
+        coefficient = -dot / (grad_norm * grad_norm + EPS)
+        torch._foreach_addcmul_(keep, grads, [coefficient] * len(keep))
+
+    def _chunked_step(
+        self, closure: Callable[[Chunk], Any], grad_scaler: torch.amp.GradScaler | None
+    ) -> Any:
+        """m-sharpness: the method's two passes and direction per chunk of m examples, the
+        directions averaged (weighted by chunk size) into one more buffer, then one base step.
+        Returns the mean loss at w; stats are the chunks' weighted means."""
+        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        total = [self._buffer(p, "m") for p in params]
+        torch._foreach_zero_(total)
+        touched: set[int] = set()
+        loss_sum: Any = 0.0
+        sums: dict[str, Tensor] = {}
+        batch_size, index = None, 0
+        while True:
+            chunk = Chunk(index, self.m, batch_size)
+            with self._maybe_no_sync():
+                self.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    loss = closure(chunk)
+                batch_size = chunk.batch_size
+                weight = chunk.size / chunk.batch_size
+                self.first_step(loss, grad_scaler=grad_scaler)
+                if self._pending["skip"]:  # overflow under a GradScaler: the scaler skips,
+                    while not chunk.last:  # after the pass at w is whole (its logits are read)
+                        chunk = Chunk(chunk.index + 1, self.m, batch_size)
+                        self.zero_grad(set_to_none=True)
+                        with torch.enable_grad():
+                            closure(chunk)
+                    self.second_step(None, grad_scaler=grad_scaler)
+                    return loss
+                with torch.enable_grad():
+                    loss_p = closure(Chunk(index, self.m, batch_size, at_w=False))
+            pending, self._pending = self._pending, None
+            with torch.no_grad():
+                chunk_params, directions = self._direction_at_w(pending, loss_p, grad_scaler)
+                torch._foreach_add_([self.state[p]["m"] for p in chunk_params], directions,
+                                    alpha=weight)
+            touched.update(id(p) for p in chunk_params)
+            loss_sum = loss_sum + weight * (loss.detach() if isinstance(loss, Tensor) else loss)
+            for key, value in self.stats.items():
+                sums[key] = sums[key] + weight * value if key in sums else weight * value
+            if chunk.last:
+                break
+            index += 1
+        used = [p for p in params if id(p) in touched]
+        for p in used:
+            p.grad = self.state[p]["m"]
+        with torch.no_grad():
+            self._apply(used, [p.grad for p in used], grad_scaler)
+        self.stats = sums
+        return loss_sum
+
+    def _single_pass_step(
+        self, closure: Callable[[], Any], grad_scaler: torch.amp.GradScaler | None, reuse: bool
+    ) -> Any:
+        """One pass at w. Plain: the base optimizer steps on g. LookSAM's reuse step: the
+        method's direction with g_p estimated as g + alpha (||g|| / ||g_v||) g_v. Stats report
+        no perturbation: rho = 0, f_p = f, h = 0."""
+        with self._maybe_no_sync():
+            self.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                loss = closure()  # the whole batch, also when m is set
+        with torch.no_grad():
+            params = [p for group in self.param_groups for p in group["params"]
+                      if p.grad is not None]
+            if not params:
+                raise RuntimeError("step: no parameter has a gradient; did backward() run?")
+            grads = [p.grad for p in params]
+            grad_norm = global_norm(grads)
+            kept = [self.state[p].get("v") for p in params]
+            if reuse and all(v is not None for v in kept):
+                scale = self.plan.looksam_alpha * grad_norm / (global_norm(kept) + EPS)
+                estimate = torch._foreach_mul(kept, scale)
+                torch._foreach_add_(estimate, grads)
+                for p, value in zip(params, estimate, strict=True):
+                    p.grad = value
+                dot, estimate_norm = global_dot_and_norm(grads, estimate)
+                self.direction(estimate, grads, dot, estimate_norm)
+                self._apply(params, estimate, grad_scaler)
+            else:
+                dot, estimate_norm = grad_norm * grad_norm, grad_norm
+                self._apply(params, grads, grad_scaler)
+            self._set_stats(loss, loss, 0.0, grad_norm, estimate_norm, dot, grad_scaler)
+        return loss
+
     # ------------------------------------------------------------------------- state dict
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict (param_groups are shared; g is scratch, not saved)."""
-        return self.base_optimizer.state_dict()
+        """The base optimizer's state dict (param_groups are shared; g is scratch, not saved),
+        plus, under a cheap variant, its step count, generator and LookSAM buffer."""
+        state = self.base_optimizer.state_dict()
+        if self.plan.active:
+            params = [p for group in self.param_groups for p in group["params"]]
+            state[PLAN_KEY] = {
+                **self.plan.state_dict(),
+                "kept": [self.state[p].get("v") for p in params],
+            }
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load into the base optimizer and share its (new) param_groups again."""
+        state_dict = dict(state_dict)
+        plan_state = state_dict.pop(PLAN_KEY, None)
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
+        if plan_state is not None:
+            self.plan.load_state_dict(plan_state)
+            params = [p for group in self.param_groups for p in group["params"]]
+            for p, kept in zip(params, plan_state["kept"], strict=True):
+                if kept is None:
+                    self.state[p].pop("v", None)
+                else:
+                    self._buffer(p, "v").copy_(kept)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients (as torch does) and forget the last step's direction."""

@@ -44,10 +44,14 @@ class IdBuilder:
         flat["schedule.lr_min"] = None  # resolved per run in finish()
         self.keys = sorted(flat)
         self.position = {key: i for i, key in enumerate(self.keys)}
-        self._base = [f"{_dump(key)}:{_dump(flat[key])}" if identifying(key, flat[key]) else ""
-                      for key in self.keys]
+        self._base = [self._text(key, flat[key]) for key in self.keys]
         self._lr_min_pos = self.position["schedule.lr_min"]
         self._lr_min_text: dict[tuple, str] = {}
+
+    @staticmethod
+    def _text(key: str, value: Any) -> str:
+        """One key's JSON fragment; empty for a key the id leaves out at this value."""
+        return f"{_dump(key)}:{_dump(value)}" if identifying(key, value) else ""
 
     def fragments(self) -> list[str]:
         return list(self._base)
@@ -57,9 +61,7 @@ class IdBuilder:
         pos = self.position.get(key)
         if pos is None or key == "schedule.lr_min":
             return None
-        if not identifying(key, value):  # left out of the id (an empty fragment)
-            return pos, ""
-        return pos, f"{_dump(key)}:{_dump(value)}"
+        return pos, self._text(key, value)
 
     def finish(self, fragments: list[str], lr: float, lr_min: float | None) -> str:
         text = self._lr_min_text.get((lr, lr_min))

@@ -90,6 +90,14 @@ class OptimizerConfig:
     lam: float | None = None  # weighted (min f_p + lam * h)
     adaptive: bool | str | None = None  # False | "paper" | "asam"
     grad_clip: float | None = None  # global-norm clip of the final direction
+    # Cheap variants of any sharpness-aware optimizer (docs/optimizers.md, "Cheap variants"):
+    every: int | None = None  # the method every k-th step, plain base steps between
+    looksam: int | None = None  # LookSAM: the method every k-th step, reuse steps between
+    looksam_alpha: float | None = None  # LookSAM's alpha (default 0.7)
+    switch_prob: float | None = None  # RST: each step is the method with probability p
+    switch_seed: int | None = None  # seed of switch_prob's generator (default 0)
+    start_fraction: float | None = None  # late phase: plain steps for this fraction of the run
+    m: int | None = None  # m-sharpness: the method per chunk of m examples, directions averaged
     kwargs: dict = field(default_factory=dict)  # extra keywords for a user's own optimizer
 
 
@@ -177,6 +185,9 @@ OMITTED_AT_DEFAULT: dict[str, Any] = {
     "eval.probe_rhos": list(DEFAULT_PROBE_RHOS),
     "eval.probe_batches": 4,
     "eval.probe_adaptive": False,
+    # the cheap SAM variants and m-sharpness: unset (None) unless a run uses them
+    **{f"optimizer.{key}": None for key in ("every", "looksam", "looksam_alpha", "switch_prob",
+                                            "switch_seed", "start_fraction", "m")},
 }
 
 SECTIONS: dict[str, type] = {
@@ -346,6 +357,12 @@ def check_config(cfg: RunConfig, err) -> None:
     for key in ("momentum", "weight_decay", "rho", "rho_max", "rho_min", "alpha", "lam"):
         at_least(f"optimizer.{key}", getattr(o, key), 0.0)
     at_least("optimizer.grad_clip", o.grad_clip, 0.0, strict=True)
+    for key in ("every", "looksam", "m"):
+        at_least(f"optimizer.{key}", getattr(o, key), 1)
+    for key in ("switch_prob", "start_fraction"):
+        at_least(f"optimizer.{key}", getattr(o, key), 0.0)
+        if getattr(o, key) is not None and getattr(o, key) > 1:
+            raise err(f"optimizer.{key}", f"must be <= 1, got {getattr(o, key)!r}")
     if o.rho_max is not None and o.rho_min is not None and o.rho_min > o.rho_max:
         raise err("optimizer.rho_min", f"{o.rho_min} is larger than rho_max {o.rho_max}")
     if o.adaptive is not None:

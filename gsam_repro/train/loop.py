@@ -170,13 +170,13 @@ def build(cfg: RunConfig, device: torch.device, world: World = SINGLE) -> Parts:
     if world.active:  # the optimizer gets the DDP module: both SAM passes under no_sync
         forward = trained = distributed.wrap_model(eval_forward, world, device)
         torch.manual_seed(distributed.derived_rank_seed(cfg.seed, world.rank))  # own dropout
+    total_steps = cfg.schedule.epochs * len(data.train)
     try:
         optimizer = create_optimizer(cfg.optimizer.name, model.parameters(),
                                      **optimizer_kwargs(cfg), lr_max=cfg.optimizer.lr,
-                                     lr_min=cfg.lr_min, model=trained)
+                                     lr_min=cfg.lr_min, model=trained, total_steps=total_steps)
     except (ValueError, TypeError) as err:
         raise UsageError(f"optimizer: {err}") from None
-    total_steps = cfg.schedule.epochs * len(data.train)
     scheduler = make_scheduler(optimizer, total_steps, cfg.schedule.warmup_steps,
                                cfg.schedule.decay, cfg.optimizer.lr, cfg.lr_min)
     precision = cfg.train.precision
@@ -202,13 +202,15 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
     first_logits: list[torch.Tensor] = []
     scaler = parts.scaler
 
-    def closure() -> torch.Tensor:
-        counters.fwd_bwd_passes += 1
+    def closure(chunk=None) -> torch.Tensor:
+        # optimizer.m: the SAM family hands a chunk of the batch; a pass is whole at its last
+        xb, yb = (x, y) if chunk is None else (chunk(x), chunk(y))
+        counters.fwd_bwd_passes += 1 if chunk is None or chunk.last else 0
         with parts.autocast():
-            logits = parts.forward(x)
-            loss = parts.criterion(logits, y)
+            logits = parts.forward(xb)
+            loss = parts.criterion(logits, yb)
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        if not first_logits:
+        if (not first_logits) if chunk is None else chunk.at_w:
             first_logits.append(logits.detach())
         return loss.detach()
 
@@ -220,7 +222,7 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor,
         from gsam_repro.optim import scaled_step
 
         loss = scaled_step(optimizer, closure, scaler)
-    return loss, first_logits[0]
+    return loss, first_logits[0] if len(first_logits) == 1 else torch.cat(first_logits)
 
 
 def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters,

@@ -40,6 +40,14 @@ def worker(rank: int, world: int, store: str, output: str) -> None:
     scaler.update()
     result["w_after_overflow"] = [p.detach().clone() for p in model.parameters()]
     result["scale_after_overflow"] = scaler.get_scale()
+
+    # A plain step of a cheap variant (late phase, before its start): g averaged the same way.
+    plain_model = small_mlp(seed=0)
+    plain_ddp = DistributedDataParallel(plain_model)
+    plain = GSAM(plain_ddp.parameters(), torch.optim.SGD, lr=0.1, rho_max=0.3, alpha=0.4,
+                 model=plain_ddp, start_fraction=1.0, total_steps=1)
+    plain.step(make_closure(plain_ddp, x, y))
+    result["plain_d"] = [p.grad.clone() for p in plain_model.parameters()]
     torch.save(result, output)
     dist.destroy_process_group()
 
@@ -51,6 +59,13 @@ def local_direction(rank):
     opt = GSAM(model.parameters(), torch.optim.SGD, lr=0.1, rho_max=0.3, alpha=0.4)
     opt.step(make_closure(model, x, y))
     return [p.grad.clone() for p in model.parameters()], opt.stats["h"]
+
+
+def local_gradient(rank):
+    model = small_mlp(seed=0)
+    x, y = classification_batch(seed=100 + rank)
+    make_closure(model, x, y)()
+    return [p.grad.clone() for p in model.parameters()]
 
 
 @pytest.mark.slow
@@ -84,6 +99,10 @@ def test_two_workers_average_only_the_final_direction_and_skip_overflows_togethe
         for skipped, w in zip(result["w_after_overflow"], result["w"], strict=True):
             torch.testing.assert_close(skipped, w)
         assert result["scale_after_overflow"] == 512.0
+        mean_gradient = [(a + b) / 2 for a, b in zip(local_gradient(0), local_gradient(1),
+                                                     strict=True)]
+        for got, want in zip(result["plain_d"], mean_gradient, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-13)
 
     # The per-worker directions really differ, so averaging g (no no_sync) would be caught.
     assert max((a - b).abs().max() for a, b in zip(*directions, strict=True)) > 1e-4
