@@ -36,7 +36,8 @@ SIG_MARK = "†"
 BASELINES = {"plain": ("sgd", "adamw"), "sharpness_aware": ("sam",)}
 IMAGENET_DATA = ("imagefolder", "imagenet")  # data.name values Table 1 compares with the paper
 METRIC_LABELS = {"test_acc": "test acc (%)", "val_acc": "val acc (%)",
-                 "best_test_acc": "best test acc (%)", "test_top5": "test top-5 (%)"}
+                 "best_test_acc": "best test acc (%)", "test_top5": "test top-5 (%)",
+                 "test_acc_at_best_val": "test acc at the best validation epoch (%)"}
 
 
 # ----------------------------------------------------------------------------- helpers
