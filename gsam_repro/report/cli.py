@@ -10,8 +10,8 @@ from gsam_repro.errors import UsageError
 
 # The same names as gsam_repro.report.build.TABLES (a test keeps them equal); repeated here so
 # that `--help` does not import pandas.
-TABLE_NAMES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "probes", "ablation_alpha",
-               "ablation_rho", "gsam_vs_weighted", "selection", "cost")
+TABLE_NAMES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "outcomes", "probes",
+               "ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

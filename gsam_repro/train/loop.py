@@ -30,7 +30,7 @@ from gsam_repro.errors import UsageError
 from gsam_repro.optim.facts import optimizer_facts
 from gsam_repro.train import distributed, rundir
 from gsam_repro.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from gsam_repro.train.config import RunConfig, probe_key, run_id
+from gsam_repro.train.config import PROBE_PREFIX, RunConfig, probe_key, run_id
 from gsam_repro.train.distributed import SINGLE, World
 from gsam_repro.train.measure import (
     evaluate,
@@ -416,8 +416,12 @@ def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: 
         "grad_norm": last.get("grad_norm"),
         "grad_p_norm": last.get("grad_p_norm"),
         "cos": last.get("cos"),
+        # end-of-training measurements: every key present (null when not measured)
         "hessian_max_eig": final.get("hessian_max_eig"),
-        **{k: v for k, v in final.items() if k != "hessian_max_eig"},
+        "probe_f": final.get("probe_f"),
+        **{k: v for k, v in final.items() if k.startswith(PROBE_PREFIX)},
+        "memorized_pct": final.get("memorized_pct"),
+        "flipped_clean_pct": final.get("flipped_clean_pct"),
         **optimizer_facts(parts.optimizer),
         "wall_s": counters.wall_s,
         "fwd_bwd_passes": counters.fwd_bwd_passes,

@@ -22,12 +22,13 @@ CRASHING = textwrap.dedent("""
     import torch
 
 
-    def make(params, lr, momentum=None, weight_decay=None):
-        if lr == 0.05:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if lr == 0.02:
-            raise RuntimeError("bad optimizer")
-        return torch.optim.SGD(params, lr=lr)
+    class Crashing(torch.optim.SGD):
+        def __init__(self, params, lr, momentum=None, weight_decay=None):
+            if lr == 0.05:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if lr == 0.02:
+                raise RuntimeError("bad optimizer")
+            super().__init__(params, lr=lr)
 """)
 
 
@@ -44,7 +45,7 @@ def test_a_dead_worker_or_failing_run_fails_only_that_run_and_workers_are_reused
     spec = write_spec(tmp_path, f"""
         executor: {{cluster: local, max_parallel: 1, poll_s: 0.05}}
         grid:
-          optimizer.name: ["{tmp_path / 'crash.py'}:make"]
+          optimizer.name: ["{tmp_path / 'crash.py'}:Crashing"]
           optimizer.lr: [0.1, 0.05, 0.02, 0.01]
     """)
     out = tmp_path / "out"

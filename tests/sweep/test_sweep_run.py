@@ -186,10 +186,10 @@ def test_jobs_are_checkpointable_and_requeue_the_same_run(tmp_path):
 def test_ctrl_c_cancels_the_jobs_it_started_and_they_resume_later(tmp_path, mode):
     spec = write_spec(tmp_path, """
         executor: {cluster: local, max_parallel: 1}
-        force: {schedule.epochs: 100}
+        force: {schedule.epochs: 100000}
         grid:
           optimizer.lr: [0.1]
-    """)
+    """)  # a run far longer than the test: it is still training when Ctrl-C comes
     out = tmp_path / "out"
     sweeper = subprocess.Popen(
         [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out),
