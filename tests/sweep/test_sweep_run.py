@@ -194,7 +194,10 @@ def test_ctrl_c_cancels_the_jobs_it_started_and_they_resume_later(tmp_path, mode
     sweeper = subprocess.Popen(
         [sys.executable, "-m", "gsam_repro", "sweep", "run", str(spec), "--out", str(out),
          "--local-mode", mode],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # A shell's background job (CI started with `&`) ignores SIGINT, and children inherit
+        # that: give the sweep Ctrl-C's default action, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not store.load_jobs(out) and time.time() < deadline:
         time.sleep(0.1)
