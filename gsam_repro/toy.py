@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from gsam_repro.fsio import atomic_path, atomic_write_text
 
 START = (0.8, 2.2)
 LR = 0.09
@@ -246,9 +247,8 @@ def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
         written = []
         for suffix in ("png", "pdf"):
             path = out_dir / f"toy_trajectories.{suffix}"
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format=suffix, dpi=200)
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=f".{suffix}") as tmp:
+                fig.savefig(tmp, format=suffix, dpi=200)
             written.append(path)
         plt.close(fig)
     return written
@@ -262,21 +262,15 @@ def write_outputs(results: list[ToyResult], out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = plot(results, out)
     md = out / "toy_table.md"
-    tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text(
-        "Illustrative 2-D loss (ours, not the paper's function); start "
-        f"{START}, lr {LR}, rho {RHO}, GSAM alpha {ALPHA}, {STEPS} steps.\n\n"
-        + markdown_table(results)
-    )
-    os.replace(tmp, md)
+    atomic_write_text(md, "Illustrative 2-D loss (ours, not the paper's function); start "
+                      f"{START}, lr {LR}, rho {RHO}, GSAM alpha {ALPHA}, {STEPS} steps.\n\n"
+                      + markdown_table(results))
     written.append(md)
     rows = table_rows(results)
     path = out / "toy_table.csv"
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     written.append(path)
     return written

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gsam_repro.fsio import atomic_write_text
+
 OPTIMIZERS = ("sgd", "sam", "gsam", "weighted")
 DEFAULT_OUTPUT = "results/benchmarks/optim.json"
 
@@ -344,10 +346,7 @@ def whole_step(settings: dict[str, Any], device) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _print_report(result: dict[str, Any]) -> None:

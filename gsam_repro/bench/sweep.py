@@ -98,23 +98,26 @@ def write_run_dirs(sweep_dir: Path, sweep, epochs: int = 10) -> None:
     (every 20th failed, every 20th unfinished)."""
     import yaml
 
+    from gsam_repro.train import rundir
+
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    runs_dir = sweep_dir / "runs"
+    runs_dir = sweep_dir / rundir.RUNS
     runs_dir.mkdir(parents=True, exist_ok=True)
     for i, run in enumerate(sweep.runs):
         run_dir = runs_dir / run.name
         run_dir.mkdir()
         tree = sweep.tree(run)
-        (run_dir / "config.yaml").write_text(
-            f"# run_id: {run.run_id}\n" + yaml.dump(tree, Dumper=dumper, sort_keys=False))
+        (run_dir / rundir.CONFIG).write_text(
+            f"{rundir.RUN_ID_HEADER}{run.run_id}\n"
+            + yaml.dump(tree, Dumper=dumper, sort_keys=False))
         rows = [{"epoch": e, "lr": 0.1, "train_loss": 2.0 / e, "train_acc": 5.0 * e,
                  "test_loss": 2.1 / e, "test_acc": 4.0 * e, "epoch_s": 1.0, "wall_s": 1.0 * e,
                  "fwd_bwd_passes": 100 * e} for e in range(1, epochs + 1)]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run_dir / rundir.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
         if i % 20 == 1:
-            (run_dir / "failed.json").write_text('{"error": "RuntimeError: boom"}')
+            rundir.write_failed(run_dir, "RuntimeError: boom")
         elif i % 20 != 2:
-            (run_dir / "summary.json").write_text(json.dumps({
+            (run_dir / rundir.SUMMARY).write_text(json.dumps({
                 "run_id": run.run_id, "status": "done", "epochs_completed": epochs,
                 "test_acc": rows[-1]["test_acc"], "test_loss": rows[-1]["test_loss"],
                 "train_loss": rows[-1]["train_loss"], "wall_s": rows[-1]["wall_s"],
@@ -231,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         "figures": {**previous, **figures},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from gsam_repro.sweep.store import atomic_write_json
+    from gsam_repro.fsio import atomic_write_json
 
     atomic_write_json(args.out, out)
     print(f"wrote {args.out}")

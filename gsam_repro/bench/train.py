@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     from gsam_repro.train import passive_cpu_threads
 
     passive_cpu_threads()
-    from gsam_repro.train.rundir import atomic_write_text
+    from gsam_repro.fsio import atomic_write_text
 
     report = measure(args)
     output = Path(args.output)

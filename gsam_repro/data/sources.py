@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gsam_repro.errors import UsageError
+from gsam_repro.fsio import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -334,10 +335,8 @@ def decode_cached(root: Path, split: str, paths: list[str], labels: np.ndarray,
                          "data.image_size to resize them") from None
     arrays = Arrays(images, labels)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-        np.savez(temporary, images=images, labels=labels)
-        os.replace(temporary, cache)
+        with atomic_path(cache, suffix=".npz") as temporary:  # np.savez wants the suffix
+            np.savez(temporary, images=images, labels=labels)
     except OSError:
         pass  # a read-only cache only costs the decoding time next run
     return arrays

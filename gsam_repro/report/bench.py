@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gsam_repro.fsio import atomic_write_text
+
 OPTIMIZERS = ("sgd", "sam", "gsam", "weighted")
 
 
@@ -104,9 +106,7 @@ def run(args: argparse.Namespace) -> int:
     record = {"benchmark": "report", "repeats": args.repeats, "epochs": args.epochs,
               "machine": platform.platform(), "cpus": os.cpu_count(),
               "load_avg_1min": os.getloadavg()[0], "results": results}
-    tmp_path = out.with_name(f".{out.name}.tmp")
-    tmp_path.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp_path, out)
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -7,13 +7,13 @@ saying why it drew nothing (missing columns, too few values) instead of raising.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from gsam_repro.fsio import atomic_path
 from gsam_repro.report.load import Sweep, format_value, radius, variant_sort_key
 from gsam_repro.report.render import math_text
 
@@ -96,9 +96,8 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     written = []
     for suffix in ("png", "pdf"):
         path = out_dir / f"{name}.{suffix}"
-        tmp = out_dir / f".{name}.tmp.{suffix}"
-        fig.savefig(tmp, format=suffix, dpi=200)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=f".{suffix}") as tmp:
+            fig.savefig(tmp, format=suffix, dpi=200)
         written.append(path)
     plt.close(fig)
     return written

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gsam_repro.errors import UsageError
+from gsam_repro.train import outputs
 
 CONFIG_SECTIONS = ("data.", "model.", "optimizer.", "schedule.", "train.", "eval.")
 SAM_FAMILY = ("sam", "gsam", "weighted", "asam", "esam", "gsam_weighted")
@@ -38,19 +39,18 @@ SHORT_NAMES = {
 }
 # Display order of well-known variants; others follow alphabetically.
 VARIANT_ORDER = ("sgd", "adamw", "sam", "gsam", "weighted")
-METRICS = (
-    "test_acc", "test_top5", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss",
-    "best_test_acc", "best_val_acc", "f", "f_p", "surrogate_gap", "rho", "hessian_max_eig",
-    "wall_s", "fwd_bwd_passes", "steps", "images_per_s", "peak_mem_mb", "epochs_completed",
-    "epoch", "lr", "epoch_s", "radius", "passes_per_step", "memorized_pct",
-    "test_acc_at_best_val", "probe_f",
-)
 PROBE_COLUMN_PREFIX = "probe_"  # fixed-radius sharpness probes: numeric, however many radii
+
+
+def metrics() -> tuple[str, ...]:
+    """The numeric result columns (read as float64 with NaN for missing), as the run-output
+    schema marks them; sharpness probes are numeric too (`is_metric`)."""
+    return outputs.metric_names()
 
 
 def is_metric(column: str) -> bool:
     """True for the numeric result columns (read as float64 with NaN for missing)."""
-    return column in METRICS or str(column).startswith(PROBE_COLUMN_PREFIX)
+    return column in metrics() or str(column).startswith(PROBE_COLUMN_PREFIX)
 
 
 @dataclass
@@ -230,7 +230,7 @@ def load_sweep(path: str | Path) -> Sweep:
     runs = _normalize(runs)
     if history is not None:
         history = history.copy()
-        for column in METRICS:
+        for column in metrics():
             if column in history.columns:
                 history[column] = numeric(history[column])
         if "run_id" in history.columns and "run_id" in runs.columns:

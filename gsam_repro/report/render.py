@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gsam_repro.fsio import atomic_write_text
 
 MISSING = "—"
 # Scale a table down to the text width when it is wider, keep it as it is otherwise.
@@ -255,9 +256,6 @@ def _md_text(text: str) -> str:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write a text file through a temporary name in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write a text file atomically (gsam_repro.fsio); returns its path."""
+    atomic_write_text(path, text)
     return path

@@ -17,10 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gsam_repro.results.gather import GatherWarning, gather
+    from gsam_repro.sweep.store import recorded_job_states  # the command wires the layers
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GatherWarning)
-        result = gather(args.sweep_dir, full=args.full)
+        result = gather(args.sweep_dir, full=args.full, job_states=recorded_job_states)
     for warning in caught:
         if issubclass(warning.category, GatherWarning):
             print(f"gsam-repro gather: warning: {warning.message}", file=sys.stderr)

@@ -21,6 +21,7 @@ import os
 import types
 import typing
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,14 @@ from typing import Any
 import yaml
 
 from gsam_repro.errors import UsageError
-from gsam_repro.results.schema import HISTORY_COLUMNS, PROBE_DTYPE, RUN_COLUMNS
-from gsam_repro.sweep import store
-from gsam_repro.sweep.ids import id_from_dir_name
+from gsam_repro.fsio import atomic_path, atomic_write_json, read_json
+from gsam_repro.results.schema import PROBE_DTYPE, history_columns
+from gsam_repro.results.schema import run_columns as summary_columns
 from gsam_repro.train import config as run_config
+from gsam_repro.train import rundir as store
 from gsam_repro.train.config import PROBE_PREFIX, SECTIONS, flatten
+from gsam_repro.train.rundir import first_line
+from gsam_repro.train.rundir import run_id_from_dir_name as id_from_dir_name
 
 RUNS_PARQUET = "runs.parquet"
 HISTORY_PARQUET = "history.parquet"
@@ -89,9 +93,10 @@ def config_columns() -> dict[str, str]:
 def run_columns() -> dict[str, str]:
     """Every column of runs.parquet, in order: run identity and status, config, metrics."""
     head = ("run_id", "sweep", "run_dir", "status", "error")
-    columns = {k: RUN_COLUMNS[k] for k in head}
+    summary = summary_columns()
+    columns = {k: summary[k] for k in head}
     columns.update(config_columns())
-    columns.update({k: v for k, v in RUN_COLUMNS.items() if k not in head})
+    columns.update({k: v for k, v in summary.items() if k not in head})
     return columns
 
 
@@ -103,7 +108,7 @@ def probe_columns(names) -> dict[str, str]:
 
 
 def _schema_hash() -> str:
-    text = json.dumps([GATHER_VERSION, run_columns(), HISTORY_COLUMNS], sort_keys=True)
+    text = json.dumps([GATHER_VERSION, run_columns(), history_columns()], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -180,7 +185,7 @@ def _failed_error(run_dir: Path) -> str | None:
         return f"unreadable {err}"
     if failed is None:
         return None
-    return store.first_line(failed.get("error") if isinstance(failed, dict) else None) or ""
+    return first_line(failed.get("error") if isinstance(failed, dict) else None) or ""
 
 
 def _check_config_unchanged(run_dir: Path, config: dict, summary: dict | None) -> None:
@@ -263,8 +268,9 @@ def read_run(run_dir: Path, sweep: str,
         row["status"] = "failed"
         row["error"] = summary_error
     elif summary is not None:
+        known = summary_columns()
         row.update({k: v for k, v in summary.items()
-                    if (k in RUN_COLUMNS or k.startswith(PROBE_PREFIX)) and k not in row})
+                    if (k in known or k.startswith(PROBE_PREFIX)) and k not in row})
         status = summary.get("status", "done")
         row["status"] = status if status in ("done", "diverged") else "failed"
     elif failed is not None:
@@ -312,14 +318,19 @@ def _file_stat(path: Path) -> list | None:
     return [st.st_mtime_ns, st.st_size]
 
 
-def _live_statuses(sweep_dir: Path, run_ids: dict[str, str]) -> dict[str, tuple]:
+# What the sweep knows of unfinished runs: (sweep dir, run ids) -> run id -> (running / queued /
+# failed, error), from the jobs `sweep run` recorded. The gather command passes the sweep's
+# (gsam_repro.sweep.store.recorded_job_states); results never import the sweep layer above.
+JobStates = Callable[[Path, Iterable[str]], dict[str, tuple[str, str | None]]]
+
+
+def _live_statuses(sweep_dir: Path, run_ids: dict[str, str],
+                   job_states: JobStates | None) -> dict[str, tuple]:
     """run dir -> (pending / running / failed, error) for unfinished runs, from the recorded
     jobs (a SLURM job that ended without a summary makes its run failed)."""
     if not run_ids:
         return {}
-    jobs = store.load_jobs(sweep_dir)
-    known = {rid: jobs[rid] for rid in run_ids.values() if rid in jobs}
-    live = store.job_states(known) if known else {}
+    live = job_states(sweep_dir, run_ids.values()) if job_states is not None else {}
     out = {}
     for name, rid in run_ids.items():
         state, error = live.get(rid, ("pending", None))
@@ -327,10 +338,12 @@ def _live_statuses(sweep_dir: Path, run_ids: dict[str, str]) -> dict[str, tuple]
     return out
 
 
-def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
+def gather(sweep_dir: str | Path, *, full: bool = False,
+           job_states: JobStates | None = None) -> GatherResult:
     """Write `runs.parquet` and `history.parquet` for a sweep directory (see module docstring).
 
-    `full=True` reads every run directory again instead of reusing the previous gather."""
+    `full=True` reads every run directory again instead of reusing the previous gather.
+    `job_states` tells running and queued runs from pending ones (None: all read pending)."""
     sweep_dir = Path(sweep_dir)
     runs_dir = sweep_dir / store.RUNS
     if not runs_dir.is_dir() and not (sweep_dir / store.SPEC_FILE).is_file():
@@ -383,7 +396,7 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
     for row in new_rows:
         if row["status"] == "pending":
             unfinished[row["run_dir"][len(store.RUNS) + 1:]] = row["run_id"]
-    live = _live_statuses(sweep_dir, unfinished)
+    live = _live_statuses(sweep_dir, unfinished, job_states)
     status_changed = {n: s for n, s in live.items()
                       if n in previous and n not in changed and previous[n].get("status") != s[0]}
     for row in new_rows:
@@ -414,7 +427,7 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
 
     new_probes = probe_columns({k for row in new_rows for k in row})
     runs = frame(new_rows, run_columns() | new_probes)
-    history = frame(new_epochs, HISTORY_COLUMNS)
+    history = frame(new_epochs, history_columns())
     if previous:
         keep = {f"{store.RUNS}/{n}" for n in unchanged if not entries[n].get("skip")}
         old_runs = pd.read_parquet(result.runs_path)
@@ -434,10 +447,10 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
     runs = runs.sort_values("run_dir", kind="stable").reset_index(drop=True)
     history = history.sort_values(["run_id", "epoch"], kind="stable").reset_index(drop=True)
     runs = runs.astype(runs_columns)
-    history = history.astype(HISTORY_COLUMNS)
+    history = history.astype(history_columns())
     _write_parquet(runs, result.runs_path)
     _write_parquet(history, result.history_path)
-    store.atomic_write_json(sweep_dir / INDEX, {
+    atomic_write_json(sweep_dir / INDEX, {
         "schema": schema,
         "runs_parquet": _file_stat(result.runs_path),
         "history_parquet": _file_stat(result.history_path),
@@ -452,20 +465,15 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
 
 def store_index(sweep_dir: Path) -> dict | None:
     try:
-        data = store.read_json(Path(sweep_dir) / INDEX)
+        data = read_json(Path(sweep_dir) / INDEX)
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
 def _write_parquet(df, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        df.to_parquet(tmp, index=False, engine="pyarrow")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        df.to_parquet(temporary, index=False, engine="pyarrow")
 
 
 def empty_runs():

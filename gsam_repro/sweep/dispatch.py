@@ -34,6 +34,7 @@ from submitit.helpers import Checkpointable
 from gsam_repro.errors import UsageError
 from gsam_repro.sweep import pool, store
 from gsam_repro.sweep.spec import ExecutorSpec
+from gsam_repro.train import rundir
 from gsam_repro.train.config import RunConfig
 
 SLURM_ARRAY_MAX = 1000  # tasks per job array (SLURM's default MaxArraySize is 1001)
@@ -68,13 +69,7 @@ class RunJob(Checkpointable):
         except Exception as err:
             run_dir = Path(self.run_dir)
             if from_environment().is_main and not (run_dir / store.FAILED).exists():
-                import traceback
-
-                run_dir.mkdir(parents=True, exist_ok=True)
-                store.atomic_write_json(run_dir / store.FAILED, {
-                    "error": f"{type(err).__name__}: {err}",
-                    "traceback": "".join(traceback.format_exception(err)),
-                })
+                rundir.write_failed(run_dir, err)
             raise
 
 
@@ -173,7 +168,7 @@ def make_executor(cluster: str, sweep_dir: Path, spec: ExecutorSpec, job_name: s
 def _write_failed(run_dir: Path, error: str, detail: str = "") -> None:
     if (run_dir / store.SUMMARY).exists() or (run_dir / store.FAILED).exists():
         return
-    store.atomic_write_json(run_dir / store.FAILED, {"error": error, "traceback": detail})
+    rundir.write_failed(run_dir, error, detail)
 
 
 def _tail(path: Path | None, chars: int = 4000) -> str:

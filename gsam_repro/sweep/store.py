@@ -21,61 +21,37 @@ The state of a run, in this order:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from gsam_repro.sweep.ids import id_from_dir_name
-from gsam_repro.train.rundir import FILE_MODE, hold_lock
+from gsam_repro.fsio import atomic_write_json, atomic_write_text, read_json
+from gsam_repro.train.rundir import (
+    CONFIG,
+    ENV,
+    FAILED,
+    METRICS,
+    RUNS,
+    SPEC_FILE,
+    SUMMARY,
+    first_line,
+    hold_lock,
+    run_id_from_dir_name,
+)
 
-RUNS = "runs"
-SPEC_FILE = "spec.yaml"
+__all__ = ["CONFIG", "ENV", "METRICS", "SPEC_FILE", "atomic_write_text"]  # sweep modules use
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".sweep.lock"
 SUBMITIT = "submitit"
-SUMMARY, FAILED, METRICS, CONFIG, ENV = (
-    "summary.json", "failed.json", "metrics.jsonl", "config.yaml", "env.json")
 
 SLURM_QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
                           "SUSPENDED", "STOPPED", "CONFIGURING"})
 SLURM_RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
-
-
-# ----------------------------------------------------------------------------------------------
-# atomic files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old content or the new, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +75,7 @@ def index_run_dirs(sweep_dir: Path) -> dict[str, str]:
     except FileNotFoundError:
         return found
     for name in names:
-        rid = id_from_dir_name(name)
+        rid = run_id_from_dir_name(name)
         if rid and rid not in found:
             found[rid] = name
     return found
@@ -129,12 +105,6 @@ def finished_state(run_dir: Path) -> RunState | None:
     return RunState("failed", run_dir, first_line(error))
 
 
-def first_line(text: Any) -> str | None:
-    if not text:
-        return None
-    return str(text).strip().splitlines()[0][:300] if str(text).strip() else None
-
-
 def run_states(
     sweep_dir: Path, run_ids: Iterable[str], *, live: bool = True
 ) -> dict[str, RunState]:
@@ -157,9 +127,7 @@ def run_states(
             unfinished.append(rid)
         states[rid] = state
     if live and unfinished:
-        jobs = load_jobs(sweep_dir)
-        known = {rid: jobs[rid] for rid in unfinished if rid in jobs}
-        for rid, (state, error) in job_states(known).items():
+        for rid, (state, error) in recorded_job_states(sweep_dir, unfinished).items():
             states[rid].state = "pending" if state == "queued" else state
             states[rid].error = error
             states[rid].live_job = state in ("running", "queued")
@@ -234,6 +202,15 @@ def job_states(records: dict[str, dict]) -> dict[str, tuple[str, str | None]]:
             elif state:
                 out[rid] = ("failed", f"SLURM job {job_id} ended {state} without a summary")
     return out
+
+
+def recorded_job_states(sweep_dir: Path,
+                        run_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+    """job_states() for the runs among `run_ids` that have a job in jobs.json (what gather
+    asks to tell running runs from pending ones)."""
+    jobs = load_jobs(sweep_dir)
+    known = {rid: jobs[rid] for rid in run_ids if rid in jobs}
+    return job_states(known) if known else {}
 
 
 def sacct_states(job_ids: set[str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from gsam_repro.train.rundir import atomic_write_bytes
+from gsam_repro.fsio import atomic_write_bytes
 
 FORMAT_VERSION = 1
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -28,28 +27,14 @@ from torch import nn
 
 from gsam_repro.errors import UsageError
 from gsam_repro.optim.facts import optimizer_facts
-from gsam_repro.train import distributed, rundir
+from gsam_repro.train import distributed, outputs, rundir
 from gsam_repro.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from gsam_repro.train.config import PROBE_PREFIX, RunConfig, probe_key, run_id
+from gsam_repro.train.config import RunConfig, run_id
 from gsam_repro.train.distributed import SINGLE, World
-from gsam_repro.train.measure import (
-    evaluate,
-    hessian_max_eig,
-    label_memorization,
-    sharpness_probes,
-)
+from gsam_repro.train.measure import end_of_training, evaluate_epoch, peak_memory_mb
 from gsam_repro.train.schedule import make_scheduler
 from gsam_repro.train.tracking import Trackers, open_trackers
 
-# Optimizer stats kept as epoch means in history, and the history column each goes to (the
-# SAM family reports them all; plain optimizers none, and f is then the train loss).
-HISTORY_STATS = {"f": "f", "f_p": "f_p", "h": "surrogate_gap", "rho": "rho",
-                 "grad_norm": "grad_norm", "grad_p_norm": "grad_p_norm", "cos": "cos"}
-
-
-# env.json keys copied into summary.json (and so runs.parquet) to flag mixed provenance.
-PROVENANCE_KEYS = ("git_dirty", "cpu_model", "cpu_capability", "gpu_name",
-                   "optimizer_file_sha256")
 # Divergence rule (docs/training.md): a run is `diverged` when its training loss is not finite,
 # or when an epoch's mean training loss exceeds DIVERGENCE_FACTOR x ln(C) for C classes. ln(C)
 # is the cross-entropy of a uniform guess, which a fresh network starts near; ten times that
@@ -236,6 +221,7 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters,
     zero = torch.zeros((), device=device)
     loss_sum, correct = zero.clone(), zero.clone()
     stat_sums: dict[str, torch.Tensor] = {}
+    stat_columns = outputs.stat_columns()  # kept as epoch means (plain optimizers: none)
     lr_sum, seen, steps = 0.0, 0, len(loader)
     data_s = 0.0
     every = cfg.train.log_every
@@ -259,7 +245,7 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters,
         correct += (logits.argmax(dim=1) == y).sum()
         seen += len(y)
         stats = getattr(parts.optimizer, "stats", None) or {}
-        for key in HISTORY_STATS:
+        for key in stat_columns:
             if key in stats:
                 value = stats[key].detach().float()
                 stat_sums[key] = stat_sums[key] + value if key in stat_sums else value
@@ -304,8 +290,8 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters,
                 f"({DIVERGENCE_FACTOR:g} x ln {logits.shape[-1]}, the loss of a uniform guess)"}
     counters.train_s += train_s
     counters.train_images += seen
-    stats = {column: means.get(key) for key, column in HISTORY_STATS.items()}
-    stats["f"] = means.get("f", train_loss)
+    stats = {column: means.get(key) for key, column in stat_columns.items()}
+    stats[stat_columns["f"]] = means.get("f", train_loss)  # plain optimizers: f is the loss
     return {
         "lr": lr_sum / steps,
         "train_loss": train_loss,
@@ -317,125 +303,32 @@ def train_epoch(parts: Parts, cfg: RunConfig, epoch: int, counters: Counters,
     }
 
 
-def evaluate_epoch(parts: Parts) -> dict:
-    """Test (and held-out validation) metrics at the current weights. Several processes: rank 0
-    evaluates the whole sets, as one process would, and the others receive its numbers."""
-    row = None
-    if parts.world.is_main:
-        forward = parts.eval_forward or parts.forward
-        test = evaluate(forward, parts.data.test, parts.autocast)
-        row = {"test_loss": test["loss"], "test_acc": test["acc"], "test_top5": test["top5"],
-               "val_loss": None, "val_acc": None}
-        if parts.data.val is not None:
-            val = evaluate(forward, parts.data.val, parts.autocast)
-            row.update(val_loss=val["loss"], val_acc=val["acc"])
-    return distributed.from_main(parts.world, row)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak accelerator memory on CUDA; peak resident memory of the process elsewhere."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def fixed_training_batches(parts: Parts, count: int) -> list:
-    """The first `count` un-augmented training batches, in the fixed order that does not depend
-    on the seed (several processes: rank 0 alone, over count * world per-process batches)."""
-    count *= parts.world.size
-    batches = []
-    for x, y in parts.data.hessian:
-        if len(batches) == count:
-            break
-        batches.append((x, y))
-    return batches
-
-
-def end_of_training(parts: Parts, cfg: RunConfig) -> dict:
-    """Measurements of the final weights: the Hessian's dominant eigenvalue, the sharpness
-    probes at the fixed radii eval.probe_rhos (every optimizer alike) and, under label noise,
-    how many flipped labels the model memorised."""
-    out: dict = {"hessian_max_eig": measure_hessian(parts, cfg)}
-    e = cfg.eval
-    if e.probe_batches > 0:
-        probes = sharpness_probes(parts.model, parts.criterion,
-                                  fixed_training_batches(parts, e.probe_batches), e.probe_rhos,
-                                  adaptive=e.probe_adaptive)
-        out["probe_f"] = probes["f"]
-        out.update({probe_key(r): h for r, h in probes["h"].items()})
-    data = parts.data
-    if data.flipped is not None:
-        out.update(label_memorization(parts.eval_forward or parts.model, data.hessian,
-                                      data.flipped, data.clean_labels, parts.autocast))
-    return out
-
-
-def measure_hessian(parts: Parts, cfg: RunConfig) -> float | None:
-    """eval.hessian_batches > 0: the dominant Hessian eigenvalue of the training loss over the
-    first N un-augmented training batches (fixed for the run). Several processes: rank 0 alone,
-    over N * world per-process batches (the same images, in one device's memory)."""
-    if cfg.eval.hessian_batches <= 0:
-        return None
-    batches = fixed_training_batches(parts, cfg.eval.hessian_batches)
-    return hessian_max_eig(parts.model, parts.criterion, batches, iters=cfg.eval.hessian_iters,
-                           seed=cfg.seed)
-
-
 def summarize(cfg: RunConfig, rid: str, status: str, counters: Counters, parts: Parts,
               final: dict, env: dict) -> dict:
-    """summary.json: final metrics (last evaluated epoch), best epoch (chosen on validation when
-    there is a validation set, else on test), the end-of-training measurements `final`, the
-    optimizer's facts, cost and environment."""
+    """summary.json (its columns: gsam_repro.train.outputs): final metrics (last evaluated
+    epoch), best epoch (chosen on validation when there is a validation set, else on test), the
+    end-of-training measurements `final`, the optimizer's facts, cost and environment."""
     history = counters.history
-    last = history[-1] if history else {}
     evaluated = [row for row in history if row.get("test_acc") is not None]
-    last_eval = evaluated[-1] if evaluated else {}
     use_val = any(row.get("val_acc") is not None for row in evaluated)
     key = "val_acc" if use_val else "test_acc"
     best = max(evaluated, key=lambda row: row[key], default=None)
     best_val = [row["val_acc"] for row in evaluated if row.get("val_acc") is not None]
-    return {
-        "run_id": rid,
-        "status": status,
-        "epochs_completed": len(history),
+    run = {
+        "run_id": rid, "status": status, "epochs_completed": len(history),
         "best_epoch": best["epoch"] if best else None,
-        "test_acc": last_eval.get("test_acc"),
-        "test_top5": last_eval.get("test_top5"),
-        "test_loss": last_eval.get("test_loss"),
-        "val_acc": last_eval.get("val_acc"),
-        "val_loss": last_eval.get("val_loss"),
-        "train_acc": last.get("train_acc"),
-        "train_loss": last.get("train_loss"),
         "best_test_acc": max((row["test_acc"] for row in evaluated), default=None),
         "best_val_acc": max(best_val, default=None),
         "test_acc_at_best_val": best["test_acc"] if best and use_val else None,
-        "f": last.get("f"),
-        "f_p": last.get("f_p"),
-        "surrogate_gap": last.get("surrogate_gap"),
-        "rho": last.get("rho"),
-        "grad_norm": last.get("grad_norm"),
-        "grad_p_norm": last.get("grad_p_norm"),
-        "cos": last.get("cos"),
-        # end-of-training measurements: every key present (null when not measured)
-        "hessian_max_eig": final.get("hessian_max_eig"),
-        "probe_f": final.get("probe_f"),
-        **{k: v for k, v in final.items() if k.startswith(PROBE_PREFIX)},
-        "memorized_pct": final.get("memorized_pct"),
-        "flipped_clean_pct": final.get("flipped_clean_pct"),
-        **optimizer_facts(parts.optimizer),
-        "wall_s": counters.wall_s,
-        "fwd_bwd_passes": counters.fwd_bwd_passes,
+        "wall_s": counters.wall_s, "fwd_bwd_passes": counters.fwd_bwd_passes,
         "steps": counters.steps,
         "images_per_s": counters.train_images / counters.train_s if counters.train_s else None,
-        "peak_mem_mb": peak_memory_mb(parts.device),
-        "world_size": env["world_size"],
-        "per_device_batch": env["per_device_batch"],
-        "torch_version": torch.__version__,
-        "device": env["device_name"],
-        "git_sha": env["git_sha"],
-        "hostname": env["hostname"],
-        **{key: env.get(key) for key in PROVENANCE_KEYS},
+        "peak_mem_mb": peak_memory_mb(parts.device), "torch_version": torch.__version__,
     }
+    return outputs.summary_record({
+        "run": run, "last": history[-1] if history else {},
+        "last_eval": evaluated[-1] if evaluated else {}, "final": final,
+        "optimizer": optimizer_facts(parts.optimizer), "env": env})
 
 
 def checkpoint_state(parts: Parts, rid: str, epoch: int, counters: Counters) -> dict:
@@ -570,13 +463,10 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
         now = time.perf_counter()
         counters.wall_s += now - mark
         mark = now
-        row = {
-            "epoch": epoch,
-            **row,
-            "epoch_s": row["train_s"] + row["eval_s"],
-            "fwd_bwd_passes": counters.fwd_bwd_passes,
-            "wall_s": counters.wall_s,
-        }
+        row = outputs.history_row({**row, "epoch": epoch,
+                                   "epoch_s": row["train_s"] + row["eval_s"],
+                                   "fwd_bwd_passes": counters.fwd_bwd_passes,
+                                   "wall_s": counters.wall_s})
         counters.history.append(row)
         state = checkpoint_state(parts, rid, epoch, counters)
         if not main:

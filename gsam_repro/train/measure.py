@@ -1,5 +1,6 @@
 """Measurements beyond the training step: test metrics, the Hessian's dominant eigenvalue,
-sharpness probes at fixed radii and, under label noise, how much of the noise was memorised.
+sharpness probes at fixed radii and, under label noise, how much of the noise was memorised;
+`end_of_training` takes them all at the final weights of a run.
 
 The eigenvalue lets every run check the paper's argument that the surrogate gap h tracks
 sharpness (near a minimum, h ~ rho^2 * lambda_max / 2).
@@ -9,11 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import resource
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+from gsam_repro.train import distributed
+from gsam_repro.train.config import probe_key
+
+if TYPE_CHECKING:  # the loop builds the parts these measurements read
+    from gsam_repro.train.config import RunConfig
+    from gsam_repro.train.loop import Parts
 
 
 @torch.no_grad()
@@ -193,3 +203,67 @@ def label_memorization(model: Callable, loader: Iterable, flipped, clean_labels,
         return {"memorized_pct": math.nan, "flipped_clean_pct": math.nan}
     return {"memorized_pct": 100.0 * float(noisy.mean()),
             "flipped_clean_pct": 100.0 * float(clean.mean())}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory on CUDA; peak resident memory of the process elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def fixed_training_batches(parts: Parts, count: int) -> list:
+    """The first `count` un-augmented training batches, in the fixed order that does not depend
+    on the seed (several processes: rank 0 alone, over count * world per-process batches)."""
+    count *= parts.world.size
+    batches = []
+    for x, y in parts.data.hessian:
+        if len(batches) == count:
+            break
+        batches.append((x, y))
+    return batches
+
+
+def end_of_training(parts: Parts, cfg: RunConfig) -> dict:
+    """Measurements of the final weights: the Hessian's dominant eigenvalue, the sharpness
+    probes at the fixed radii eval.probe_rhos (every optimizer alike) and, under label noise,
+    how many flipped labels the model memorised."""
+    out: dict = {"hessian_max_eig": measure_hessian(parts, cfg)}
+    e = cfg.eval
+    if e.probe_batches > 0:
+        probes = sharpness_probes(parts.model, parts.criterion,
+                                  fixed_training_batches(parts, e.probe_batches), e.probe_rhos,
+                                  adaptive=e.probe_adaptive)
+        out["probe_f"] = probes["f"]
+        out.update({probe_key(r): h for r, h in probes["h"].items()})
+    data = parts.data
+    if data.flipped is not None:
+        out.update(label_memorization(parts.eval_forward or parts.model, data.hessian,
+                                      data.flipped, data.clean_labels, parts.autocast))
+    return out
+
+
+def measure_hessian(parts: Parts, cfg: RunConfig) -> float | None:
+    """eval.hessian_batches > 0: the dominant Hessian eigenvalue of the training loss over the
+    first N un-augmented training batches (fixed for the run). Several processes: rank 0 alone,
+    over N * world per-process batches (the same images, in one device's memory)."""
+    if cfg.eval.hessian_batches <= 0:
+        return None
+    batches = fixed_training_batches(parts, cfg.eval.hessian_batches)
+    return hessian_max_eig(parts.model, parts.criterion, batches, iters=cfg.eval.hessian_iters,
+                           seed=cfg.seed)
+
+
+def evaluate_epoch(parts: Parts) -> dict:
+    """Test (and held-out validation) metrics at the current weights. Several processes: rank 0
+    evaluates the whole sets, as one process would, and the others receive its numbers."""
+    row = None
+    if parts.world.is_main:
+        forward = parts.eval_forward or parts.forward
+        test = evaluate(forward, parts.data.test, parts.autocast)
+        row = {"test_loss": test["loss"], "test_acc": test["acc"], "test_top5": test["top5"],
+               "val_loss": None, "val_acc": None}
+        if parts.data.val is not None:
+            val = evaluate(forward, parts.data.val, parts.autocast)
+            row.update(val_loss=val["loss"], val_acc=val["acc"])
+    return distributed.from_main(parts.world, row)

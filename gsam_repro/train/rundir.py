@@ -1,22 +1,23 @@
 """The run directory: which files a run writes, how they are written, and whose run it is.
 
-Every file is written to a temporary name in the same folder and renamed into place, so a
-killed run never leaves a half-written file; `summary.json` is written last and its presence
-means the run is finished.
+Every file is written through gsam_repro.fsio (a temporary name in the same folder, renamed
+into place), so a killed run never leaves a half-written file; `summary.json` is written last
+and its presence means the run is finished.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from typing import Any
 import yaml
 
 from gsam_repro.errors import UsageError
+from gsam_repro.fsio import atomic_write_text
 
+# The files of a run directory: defined here only, imported by the sweep, gather and reports.
 CONFIG = "config.yaml"
 ENV = "env.json"
 METRICS = "metrics.jsonl"
@@ -34,37 +37,10 @@ SUMMARY = "summary.json"
 FAILED = "failed.json"
 LOCK = ".run.lock"
 RUN_ID_HEADER = "# run_id: "
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# The mode open() would give a new file (0644 under umask 022): others on a shared cluster may
-# read results. mkstemp creates 0600, so every atomic writer sets this before its rename.
-FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, FILE_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+# A sweep directory keeps its run directories under runs/, each named `<readable values>-<run
+# id>` (the id suffix alone identifies the run), and the spec as run in spec.yaml.
+RUNS = "runs"
+SPEC_FILE = "spec.yaml"
 
 
 def finite_or_none(value: Any) -> Any:
@@ -286,8 +262,33 @@ def environment(device, optimizer_name: str | None = None) -> dict:
     }
 
 
-def write_failed(out_dir: Path, error: BaseException) -> None:
-    """failed.json: the error and its traceback, so sweeps can mark the run failed."""
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    atomic_write_json(Path(out_dir) / FAILED,
-                      {"error": f"{type(error).__name__}: {error}", "traceback": text})
+def write_failed(out_dir: Path, error: BaseException | str, detail: str | None = None) -> None:
+    """failed.json: the error and its traceback, so sweeps can mark the run failed. The one
+    writer of the file: the trainer passes the exception, `sweep run` the error of a job that
+    ended without a summary (`detail`: what its log says)."""
+    if isinstance(error, BaseException):
+        if detail is None:
+            detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        error = f"{type(error).__name__}: {error}"
+    atomic_write_json(Path(out_dir) / FAILED, {"error": error, "traceback": detail or ""})
+
+
+def first_line(text: Any) -> str | None:
+    """The first line of an error (at most 300 characters), as runs.parquet and status show it."""
+    if not text:
+        return None
+    return str(text).strip().splitlines()[0][:300] if str(text).strip() else None
+
+
+def run_id_from_dir_name(name: str) -> str | None:
+    """The run id at the end of a run directory name (`name=gsam,seed=1-3f2a9c01d7`), or None
+    for a name that has none."""
+    rid = name.rpartition("-")[2]
+    return rid if _dir_run_id().match(rid) else None
+
+
+@functools.cache
+def _dir_run_id() -> re.Pattern:
+    from gsam_repro.train.config import RunConfig, run_id
+
+    return re.compile(rf"^[0-9a-f]{{{len(run_id(RunConfig()))}}}$")

@@ -22,7 +22,7 @@ from gsam_repro.results.gather import (
     run_columns,
 )
 from gsam_repro.results.schema import HISTORY_COLUMNS, RUN_COLUMNS
-from gsam_repro.sweep.store import pid_alive
+from gsam_repro.sweep.store import pid_alive, recorded_job_states
 from gsam_repro.train.config import valid_keys
 
 
@@ -153,12 +153,12 @@ def test_running_comes_from_a_live_recorded_job_even_when_no_file_changed(tmp_pa
     try:
         (sweep / "jobs.json").write_text(json.dumps({run["run_id"]: {
             "executor": "local", "job_id": str(job.pid), "host": socket.gethostname()}}))
-        gather(sweep)
+        gather(sweep, job_states=recorded_job_states)  # what the gather command passes
         assert pd.read_parquet(sweep / "runs.parquet")["status"].tolist() == ["running"]
     finally:
         job.kill()
         job.wait()
-    again = gather(sweep)
+    again = gather(sweep, job_states=recorded_job_states)
     assert again.read == 0 and again.written
     assert pd.read_parquet(sweep / "runs.parquet")["status"].tolist() == ["pending"]
 

@@ -245,20 +245,18 @@ def test_a_rerun_waits_for_jobs_an_earlier_sweep_left_running_instead_of_resubmi
 def test_a_full_disk_stops_sweep_run_cleanly_and_the_run_resumes(tmp_path, monkeypatch, capsys):
     import errno
 
-    from gsam_repro.train import rundir
+    from gsam_repro import fsio
 
     spec = write_spec(tmp_path, "executor: debug\ngrid:\n  optimizer.lr: [0.1]\n")
     out = tmp_path / "out"
-    real_rundir_write, real_store_write = rundir.atomic_write_bytes, store.atomic_write_text
+    real_write = fsio.atomic_write_bytes  # every atomic text and JSON write goes through it
 
     def full(path: Path):  # the disk fills up once the checkpoint is written
-        if path.name in (store.SUMMARY, store.FAILED):
+        if Path(path).name in (store.SUMMARY, store.FAILED):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(rundir, "atomic_write_bytes",
-                        lambda path, data: full(path) or real_rundir_write(path, data))
-    monkeypatch.setattr(store, "atomic_write_text",
-                        lambda path, text: full(path) or real_store_write(path, text))
+    monkeypatch.setattr(fsio, "atomic_write_bytes",
+                        lambda path, data: full(path) or real_write(path, data))
     monkeypatch.setattr("pdb.post_mortem", lambda *a, **k: None)  # debug runs open pdb on errors
     assert cli("sweep", "run", spec, "--out", out) == 1
     err = capsys.readouterr().err
