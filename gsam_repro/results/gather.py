@@ -33,7 +33,7 @@ from gsam_repro.fsio import atomic_path, atomic_write_json, read_json
 from gsam_repro.results.schema import PROBE_DTYPE, history_columns
 from gsam_repro.results.schema import run_columns as summary_columns
 from gsam_repro.train import config as run_config
-from gsam_repro.train import rundir as store
+from gsam_repro.train import rundir
 from gsam_repro.train.config import PROBE_PREFIX, SECTIONS, flatten
 from gsam_repro.train.rundir import first_line
 from gsam_repro.train.rundir import run_id_from_dir_name as id_from_dir_name
@@ -42,7 +42,7 @@ RUNS_PARQUET = "runs.parquet"
 HISTORY_PARQUET = "history.parquet"
 INDEX = ".gather.json"
 GATHER_VERSION = 2  # 2: config.yaml checked against the run id; run notes in the index
-_FILES = (store.CONFIG, store.SUMMARY, store.FAILED, store.METRICS, store.ENV)
+_FILES = (rundir.CONFIG, rundir.SUMMARY, rundir.FAILED, rundir.METRICS, rundir.ENV)
 _UNFINISHED = ("pending", "running")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -180,7 +180,7 @@ def _load_json(path: Path, required: bool = False) -> Any:
 def _failed_error(run_dir: Path) -> str | None:
     """failed.json's error (first line), "" when it has none, None when there is no file."""
     try:
-        failed = _load_json(run_dir / store.FAILED)
+        failed = _load_json(run_dir / rundir.FAILED)
     except _Unreadable as err:
         return f"unreadable {err}"
     if failed is None:
@@ -195,12 +195,12 @@ def _check_config_unchanged(run_dir: Path, config: dict, summary: dict | None) -
     try:
         actual = run_config.run_id(run_config.config_from_dict(config))
     except UsageError as err:
-        raise _Unreadable(f"{store.CONFIG} is not a valid run config ({err})") from None
-    recorded = {rid for rid in (_header_run_id(run_dir / store.CONFIG),
+        raise _Unreadable(f"{rundir.CONFIG} is not a valid run config ({err})") from None
+    recorded = {rid for rid in (_header_run_id(run_dir / rundir.CONFIG),
                                 (summary or {}).get("run_id"), id_from_dir_name(run_dir.name))
                 if rid}
     if recorded - {actual}:
-        raise _Unreadable(f"{store.CONFIG} was edited after the run: its values give run id "
+        raise _Unreadable(f"{rundir.CONFIG} was edited after the run: its values give run id "
                           f"{actual}, but the run is {', '.join(sorted(recorded))}; restore "
                           "the file (or move the run out of the sweep)")
 
@@ -208,17 +208,17 @@ def _check_config_unchanged(run_dir: Path, config: dict, summary: dict | None) -
 def _read_history(run_dir: Path, notes: list[str]) -> list[dict]:
     """metrics.jsonl's epochs; a line that is not a JSON mapping is skipped with a note."""
     history: list[dict] = []
-    with open(run_dir / store.METRICS, encoding="utf-8", errors="replace") as handle:
+    with open(run_dir / rundir.METRICS, encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
             except ValueError as err:
-                notes.append(f"{store.METRICS} line {number} is not JSON ({err}): skipped")
+                notes.append(f"{rundir.METRICS} line {number} is not JSON ({err}): skipped")
                 continue
             if not isinstance(entry, dict):
-                notes.append(f"{store.METRICS} line {number} is not a mapping: skipped")
+                notes.append(f"{rundir.METRICS} line {number} is not a mapping: skipped")
                 continue
             history.append(entry)
     return history
@@ -232,26 +232,26 @@ def read_run(run_dir: Path, sweep: str,
     metrics.jsonl) is appended to `notes`."""
     notes = [] if notes is None else notes
     try:
-        with open(run_dir / store.CONFIG, encoding="utf-8") as handle:
+        with open(run_dir / rundir.CONFIG, encoding="utf-8") as handle:
             config = yaml.load(handle, Loader=_Loader)
     except FileNotFoundError:
         error = _failed_error(run_dir)
         if error is None:
-            raise _Unreadable(f"no {store.CONFIG} (the run has not started)") from None
+            raise _Unreadable(f"no {rundir.CONFIG} (the run has not started)") from None
         rid = id_from_dir_name(run_dir.name) or run_dir.name  # failed before its config
         return {"run_id": rid, "sweep": sweep, "run_dir": f"runs/{run_dir.name}",
-                "status": "failed", "error": error or f"see {store.FAILED}"}, []
+                "status": "failed", "error": error or f"see {rundir.FAILED}"}, []
     except (OSError, ValueError, yaml.YAMLError) as err:
-        raise _Unreadable(f"{store.CONFIG}: {err}") from None
+        raise _Unreadable(f"{rundir.CONFIG}: {err}") from None
     if not isinstance(config, dict):
-        raise _Unreadable(f"{store.CONFIG} is not a mapping")
+        raise _Unreadable(f"{rundir.CONFIG} is not a mapping")
     summary_error = None
     try:
-        summary = _load_json(run_dir / store.SUMMARY)
+        summary = _load_json(run_dir / rundir.SUMMARY)
     except _Unreadable as err:  # the run finished, but how is lost: failed, and says why
         summary, summary_error = None, f"unreadable {err}"
     if summary is not None and not isinstance(summary, dict):
-        summary, summary_error = None, f"unreadable {store.SUMMARY}: not a mapping"
+        summary, summary_error = None, f"unreadable {rundir.SUMMARY}: not a mapping"
     _check_config_unchanged(run_dir, config, summary)
     failed = _failed_error(run_dir)
     try:
@@ -259,8 +259,8 @@ def read_run(run_dir: Path, sweep: str,
     except FileNotFoundError:
         history = []
         if failed is None:
-            notes.append(f"no {store.METRICS}: the run has no history rows")
-    run_id = ((summary or {}).get("run_id") or _header_run_id(run_dir / store.CONFIG)
+            notes.append(f"no {rundir.METRICS}: the run has no history rows")
+    run_id = ((summary or {}).get("run_id") or _header_run_id(run_dir / rundir.CONFIG)
               or id_from_dir_name(run_dir.name) or run_dir.name)
     row: dict[str, Any] = {"run_id": run_id, "sweep": sweep, "run_dir": f"runs/{run_dir.name}"}
     row.update(flatten(config))
@@ -280,7 +280,7 @@ def read_run(run_dir: Path, sweep: str,
         row["status"] = "pending"
         row["epochs_completed"] = len(history)
     if summary is None or not summary.get("torch_version"):
-        env = _load_json(run_dir / store.ENV) or {}
+        env = _load_json(run_dir / rundir.ENV) or {}
         if isinstance(env, dict):
             row.setdefault("torch_version", env.get("torch"))
             row.setdefault("device", env.get("device_name") or env.get("device"))
@@ -302,7 +302,7 @@ def _header_run_id(path: Path) -> str | None:
 
 def _sweep_name(sweep_dir: Path) -> str:
     try:
-        spec = yaml.load((sweep_dir / store.SPEC_FILE).read_text(), Loader=_Loader)
+        spec = yaml.load((sweep_dir / rundir.SPEC_FILE).read_text(), Loader=_Loader)
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
             return spec["name"]
     except (OSError, ValueError, yaml.YAMLError):
@@ -345,10 +345,10 @@ def gather(sweep_dir: str | Path, *, full: bool = False,
     `full=True` reads every run directory again instead of reusing the previous gather.
     `job_states` tells running and queued runs from pending ones (None: all read pending)."""
     sweep_dir = Path(sweep_dir)
-    runs_dir = sweep_dir / store.RUNS
-    if not runs_dir.is_dir() and not (sweep_dir / store.SPEC_FILE).is_file():
-        raise UsageError(f"{sweep_dir}: not a sweep directory (no {store.RUNS}/ folder and no "
-                         f"{store.SPEC_FILE})")
+    runs_dir = sweep_dir / rundir.RUNS
+    if not runs_dir.is_dir() and not (sweep_dir / rundir.SPEC_FILE).is_file():
+        raise UsageError(f"{sweep_dir}: not a sweep directory (no {rundir.RUNS}/ folder and no "
+                         f"{rundir.SPEC_FILE})")
     result = GatherResult(sweep_dir / RUNS_PARQUET, sweep_dir / HISTORY_PARQUET)
     names = sorted(n for n in (os.listdir(runs_dir) if runs_dir.is_dir() else [])
                    if (runs_dir / n).is_dir())
@@ -386,21 +386,21 @@ def gather(sweep_dir: str | Path, *, full: bool = False,
         entries[name] = previous[name]
     result.read = len(changed)
     result.reused = len(unchanged)
-    result.skipped = {f"{store.RUNS}/{n}": e["skip"] for n, e in sorted(entries.items())
+    result.skipped = {f"{rundir.RUNS}/{n}": e["skip"] for n, e in sorted(entries.items())
                       if e.get("skip")}
-    result.notes = {f"{store.RUNS}/{n}": e["notes"] for n, e in sorted(entries.items())
+    result.notes = {f"{rundir.RUNS}/{n}": e["notes"] for n, e in sorted(entries.items())
                     if e.get("notes")}
 
     unfinished = {n: e["run_id"] for n, e in entries.items()
                   if not e.get("skip") and e.get("status") in _UNFINISHED}
     for row in new_rows:
         if row["status"] == "pending":
-            unfinished[row["run_dir"][len(store.RUNS) + 1:]] = row["run_id"]
+            unfinished[row["run_dir"][len(rundir.RUNS) + 1:]] = row["run_id"]
     live = _live_statuses(sweep_dir, unfinished, job_states)
     status_changed = {n: s for n, s in live.items()
                       if n in previous and n not in changed and previous[n].get("status") != s[0]}
     for row in new_rows:
-        name = row["run_dir"][len(store.RUNS) + 1:]
+        name = row["run_dir"][len(rundir.RUNS) + 1:]
         if name in live:
             row["status"], row["error"] = live[name]
             entries[name]["status"] = live[name][0]
@@ -429,11 +429,11 @@ def gather(sweep_dir: str | Path, *, full: bool = False,
     runs = frame(new_rows, run_columns() | new_probes)
     history = frame(new_epochs, history_columns())
     if previous:
-        keep = {f"{store.RUNS}/{n}" for n in unchanged if not entries[n].get("skip")}
+        keep = {f"{rundir.RUNS}/{n}" for n in unchanged if not entries[n].get("skip")}
         old_runs = pd.read_parquet(result.runs_path)
         old_runs = old_runs[old_runs["run_dir"].isin(keep)]
         for name, (status, error) in status_changed.items():
-            where = old_runs["run_dir"] == f"{store.RUNS}/{name}"
+            where = old_runs["run_dir"] == f"{rundir.RUNS}/{name}"
             old_runs.loc[where, "status"] = status
             old_runs.loc[where, "error"] = error
         kept_ids = set(old_runs["run_id"].dropna())

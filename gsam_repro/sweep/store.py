@@ -30,21 +30,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsam_repro.fsio import atomic_write_json, atomic_write_text, read_json
+# `X as X`: re-exported for the sweep's modules from their one definition (the run-file names,
+# and the writer `sweep run` writes spec.yaml with).
+from gsam_repro.fsio import atomic_write_json, read_json
+from gsam_repro.fsio import atomic_write_text as atomic_write_text
+from gsam_repro.train.rundir import CONFIG as CONFIG
+from gsam_repro.train.rundir import ENV as ENV
 from gsam_repro.train.rundir import (
-    CONFIG,
-    ENV,
     FAILED,
-    METRICS,
     RUNS,
-    SPEC_FILE,
     SUMMARY,
     first_line,
     hold_lock,
     run_id_from_dir_name,
 )
+from gsam_repro.train.rundir import METRICS as METRICS
+from gsam_repro.train.rundir import SPEC_FILE as SPEC_FILE
 
-__all__ = ["CONFIG", "ENV", "METRICS", "SPEC_FILE", "atomic_write_text"]  # sweep modules use
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".sweep.lock"
 SUBMITIT = "submitit"
