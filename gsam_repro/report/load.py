@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from gsam_repro.errors import UsageError
+from gsam_repro.results.gather import HISTORY_PARQUET, RUNS_PARQUET
 from gsam_repro.train import outputs
+from gsam_repro.train.config import SECTIONS
 
-CONFIG_SECTIONS = ("data.", "model.", "optimizer.", "schedule.", "train.", "eval.")
+CONFIG_SECTIONS = tuple(f"{section}." for section in SECTIONS)  # flattened config columns
 SAM_FAMILY = ("sam", "gsam", "weighted", "asam", "esam", "gsam_weighted")
 # Config keys that never distinguish results (paths, workers, logging, measurement settings).
 NOT_SETTINGS = frozenset({
@@ -205,7 +207,7 @@ def _failed_runs_named(runs: pd.DataFrame) -> list[str]:
 def load_sweep(path: str | Path) -> Sweep:
     """Read SWEEP_DIR/runs.parquet (required) and history.parquet (optional)."""
     path = Path(path)
-    runs_path = path / "runs.parquet"
+    runs_path = path / RUNS_PARQUET
     if not path.is_dir():
         raise UsageError(f"{path}: no such directory")
     if not runs_path.is_file():
@@ -218,7 +220,7 @@ def load_sweep(path: str | Path) -> Sweep:
     except Exception as err:  # a corrupt or foreign file: say so in one line
         raise UsageError(f"{runs_path}: cannot read parquet ({err})") from None
     history = None
-    history_path = path / "history.parquet"
+    history_path = path / HISTORY_PARQUET
     if history_path.is_file():
         try:
             history = pd.read_parquet(history_path)
