@@ -153,7 +153,11 @@ def test_running_comes_from_a_live_recorded_job_even_when_no_file_changed(tmp_pa
     try:
         (sweep / "jobs.json").write_text(json.dumps({run["run_id"]: {
             "executor": "local", "job_id": str(job.pid), "host": socket.gethostname()}}))
-        gather(sweep, job_states=recorded_job_states)  # what the gather command passes
+        assert main(["gather", str(sweep)]) == 0  # the command hands gather the job states
+        assert pd.read_parquet(sweep / "runs.parquet")["status"].tolist() == ["running"]
+        gather(sweep, full=True)  # the library alone knows no jobs: unfinished reads pending
+        assert pd.read_parquet(sweep / "runs.parquet")["status"].tolist() == ["pending"]
+        gather(sweep, full=True, job_states=recorded_job_states)
         assert pd.read_parquet(sweep / "runs.parquet")["status"].tolist() == ["running"]
     finally:
         job.kill()

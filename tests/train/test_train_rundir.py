@@ -88,3 +88,28 @@ def test_run_files_get_the_mode_open_would_give_under_the_umask(tmp_path):
                    preexec_fn=lambda: os.umask(0o022))
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes == {"summary.json": 0o644, "spec.yaml": 0o644}
+
+
+def test_failed_json_has_one_shape_whoever_writes_it(tmp_path):
+    try:
+        raise ValueError("bad value")
+    except ValueError as err:
+        rundir.write_failed(tmp_path / "a", err)  # the trainer's
+    rundir.write_failed(tmp_path / "b", "job ended without writing summary.json", "log tail")
+    trainer = read_json(tmp_path / "a" / rundir.FAILED)
+    sweep = read_json(tmp_path / "b" / rundir.FAILED)
+    assert set(trainer) == set(sweep) == {"error", "traceback"}
+    assert trainer["error"] == "ValueError: bad value"
+    assert "raise ValueError" in trainer["traceback"]
+    assert sweep == {"error": "job ended without writing summary.json", "traceback": "log tail"}
+
+
+def test_run_ids_are_read_back_from_directory_names():
+    from gsam_repro.sweep.ids import id_from_dir_name  # the sweep's copy, until it imports this
+    from gsam_repro.train import RunConfig, run_id
+
+    rid = run_id(RunConfig())
+    for name in (f"name=gsam,seed=1-{rid}", rid, f"x-{rid[:-1]}", "x-ZZZZZZZZZZ", "plain"):
+        assert rundir.run_id_from_dir_name(name) == id_from_dir_name(name)
+    assert rundir.run_id_from_dir_name(f"name=gsam,seed=1-{rid}") == rid
+    assert rundir.run_id_from_dir_name(f"x-{rid[:-1]}") is None
