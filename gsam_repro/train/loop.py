@@ -456,14 +456,11 @@ def _run(cfg: RunConfig, out_dir: Path, rid: str, device: torch.device, world: W
                 status = "diverged"
                 counters.wall_s += time.perf_counter() - mark
                 break
-        else:
-            row.update(test_loss=None, test_acc=None, test_top5=None, val_loss=None,
-                       val_acc=None)
         row["eval_s"] = time.perf_counter() - eval_start
         now = time.perf_counter()
         counters.wall_s += now - mark
         mark = now
-        row = outputs.history_row({**row, "epoch": epoch,
+        row = outputs.history_row({**row, "epoch": epoch,  # unevaluated epochs: test_* null
                                    "epoch_s": row["train_s"] + row["eval_s"],
                                    "fwd_bwd_passes": counters.fwd_bwd_passes,
                                    "wall_s": counters.wall_s})
