@@ -1,0 +1,173 @@
+"""The `tune:` protocol: parsing, equal trial counts, seeded search, and selection on validation
+under an equal budget (pure functions; the end-to-end sweep test is at the bottom)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gsam_repro.errors import ConfigError
+from gsam_repro.sweep import tune
+from gsam_repro.sweep.tune import TrialResult, parse_tune, select, trial_entries, trial_settings
+from gsam_repro.train.config import config_from_dict, run_id
+
+
+def error(path: str, message: str) -> ConfigError:
+    return ConfigError(path, message)
+
+
+def spec(**changes) -> dict:
+    body = {
+        "trials": 4, "search": "random", "seed": 0, "metric": "best_val_acc",
+        "final_seeds": [1, 2, 3],
+        "methods": {
+            "sgd": {"optimizer.name": "sgd", "optimizer.lr": {"loguniform": [0.01, 0.3]}},
+            "sam": {"optimizer": {"name": "sam", "lr": [0.05, 0.1],
+                                  "rho": {"uniform": [0.01, 0.1]}}},
+        },
+    }
+    body.update(changes)
+    return body
+
+
+def test_every_method_gets_exactly_the_budget_and_trial_k_does_not_depend_on_it():
+    parsed = parse_tune(spec(), error)
+    for method in parsed.methods:
+        settings = trial_settings(parsed, method)
+        assert len(settings) == 4
+        bigger = trial_settings(parse_tune(spec(trials=9), error), method)
+        assert bigger[:4] == settings  # raising the budget keeps the finished trials
+    sgd, sam = (trial_settings(parsed, m) for m in parsed.methods)
+    assert all(0.01 <= s["optimizer.lr"] <= 0.3 for s in sgd)
+    assert all(s["optimizer.lr"] in (0.05, 0.1) and 0.01 <= s["optimizer.rho"] <= 0.1 for s in sam)
+    assert len({s["optimizer.lr"] for s in sgd}) == 4  # draws, not one value repeated
+    assert trial_settings(parse_tune(spec(seed=5, final_seeds=[1]), error),
+                          parsed.methods[0]) != sgd  # the seed drives the search
+
+
+def test_random_search_draws_are_the_documented_distributions():
+    # loguniform over [0.01, 0.3]: log10 of many draws is uniform on [-2, log10 0.3]
+    parsed = parse_tune(spec(trials=4000), error)
+    lrs = np.array([s["optimizer.lr"] for s in trial_settings(parsed, parsed.methods[0])])
+    logs = np.log10(lrs)
+    low, high = -2.0, math.log10(0.3)
+    assert logs.min() >= low - 1e-3 and logs.max() <= high + 1e-3
+    assert np.mean(logs) == pytest.approx((low + high) / 2, abs=0.03)
+    assert np.mean(logs < (low + high) / 2) == pytest.approx(0.5, abs=0.03)
+
+
+def test_grid_search_runs_every_point_once():
+    body = spec(search="grid", trials=4, methods={
+        "sam": {"optimizer.name": "sam", "optimizer.lr": [0.05, 0.1],
+                "optimizer.rho": [0.02, 0.05]},
+        "sgd": {"optimizer.name": "sgd", "optimizer.lr": [0.01, 0.03, 0.1, 0.3]},
+    })
+    parsed = parse_tune(body, error)
+    sam = trial_settings(parsed, parsed.methods[0])
+    assert sorted((s["optimizer.lr"], s["optimizer.rho"]) for s in sam) == [
+        (0.05, 0.02), (0.05, 0.05), (0.1, 0.02), (0.1, 0.05)]
+
+
+def test_trials_are_tagged_and_their_run_ids_distinct():
+    parsed = parse_tune(spec(), error)
+    entries = trial_entries(parsed)
+    assert len(entries) == 8
+    assert {(e.method, e.index) for e in entries} == {(m, k) for m in ("sgd", "sam")
+                                                     for k in range(4)}
+    configs = []
+    for entry in entries:
+        tree: dict = {}
+        for key, value in entry.flat.items():
+            section, _, name = key.rpartition(".")
+            (tree.setdefault(section, {}) if section else tree)[name] = value
+        configs.append(config_from_dict(tree))
+    assert all(c.tuning.phase == "trial" and c.seed == 0 for c in configs)
+    assert len({run_id(c) for c in configs}) == 8
+    untagged = config_from_dict({"optimizer": {"name": "sgd"}})
+    assert untagged.tuning.phase is None  # outside tuning the tags stay unset
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ({"trails": 3}, "tune.trails", "did you mean trials"),
+    ({"trials": 0}, "tune.trials", ">= 1"),
+    ({"trials": 2.5}, "tune.trials", ">= 1"),
+    ({"search": "bayes"}, "tune.search", "random, grid"),
+    ({"metric": "test_acc"}, "tune.metric", "test set"),
+    ({"metric": "best_test_acc"}, "tune.metric", "not a validation metric"),
+    ({"final_seeds": []}, "tune.final_seeds", "non-empty"),
+    ({"final_seeds": [0, 1]}, "tune.final_seeds", "trials' training seed 0"),
+    ({"final_seeds": [1, 1]}, "tune.final_seeds", "repeat"),
+    ({"methods": {}}, "tune.methods", "mapping"),
+    ({"methods": {"x": {"optimizer.lr": [0.1]}}}, "tune.methods.x", "optimizer.name"),
+    ({"methods": {"x": {"optimizer.name": "sgd", "optimizer.lrr": [0.1]}}},
+     "tune.methods.x.optimizer.lrr", "did you mean optimizer.lr"),
+    ({"methods": {"x": {"optimizer.name": "sgd", "seed": [1, 2]}}}, "tune.methods.x.seed",
+     "tune section"),
+    ({"methods": {"x": {"optimizer.name": "sgd", "optimizer.lr": {"loguniform": [0, 1]}}}},
+     "tune.methods.x.optimizer.lr.loguniform", "low > 0"),
+    ({"methods": {"x": {"optimizer.name": "sgd", "optimizer.lr": {"uniform": [0.3, 0.1]}}}},
+     "tune.methods.x.optimizer.lr.uniform", "below high"),
+    ({"methods": {"x": {"optimizer.name": "sgd", "optimizer.lr": {"normal": [0.3, 0.1]}}}},
+     "tune.methods.x.optimizer.lr", "uniform: [low, high]"),
+    ({"search": "grid", "trials": 3, "methods": {"x": {"optimizer.name": "sgd",
+                                                       "optimizer.lr": [0.1, 0.2]}}},
+     "tune.methods.x", "grid of 2 points"),
+    ({"search": "grid", "trials": 2, "methods": {"x": {"optimizer.name": "sgd", "optimizer.lr":
+                                                       {"uniform": [0.1, 0.2]}}}},
+     "tune.methods.x.optimizer.lr.uniform", "lists of values"),
+])
+def test_bad_tune_sections_name_the_key(change, key, words):
+    with pytest.raises(ConfigError) as caught:
+        parse_tune(spec(**change), error)
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+# ------------------------------------------------------------------ the issue's demanded test
+def synthetic_trials() -> list[TrialResult]:
+    """Method "wide" improves slowly with every extra trial and would win with ten; "narrow" is
+    good within three. Validation accuracy of each trial, in trial order."""
+    wide = [70.0 + 2.5 * k for k in range(10)]  # 70, 72.5, 75, ... 92.5
+    narrow = [80.0, 81.0, 80.5]
+    return ([TrialResult("wide", k, v) for k, v in enumerate(wide)]
+            + [TrialResult("narrow", k, v) for k, v in enumerate(narrow)])
+
+
+def winner(chosen: dict[str, TrialResult]) -> str:
+    return max(chosen, key=lambda m: chosen[m].value)
+
+
+def test_a_method_that_wins_only_with_more_trials_does_not_win_at_an_equal_budget():
+    results = synthetic_trials()
+    unequal = {m: r for m, r in select(results, trials=10).items()}
+    assert winner(unequal) == "wide" and unequal["wide"].trial == 9  # ten trials: it wins
+    equal = select(results, trials=3)  # the spec says 3 each: trials past the budget ignored
+    assert equal["wide"].trial == 2 and equal["wide"].value == 75.0
+    assert equal["narrow"].trial == 1 and equal["narrow"].value == 81.0
+    assert winner(equal) == "narrow"
+    # and the confirmation runs of exactly those chosen trials
+    parsed = parse_tune(spec(trials=3, methods={
+        "wide": {"optimizer.name": "sgd", "optimizer.lr": {"loguniform": [0.001, 1.0]}},
+        "narrow": {"optimizer.name": "sam", "optimizer.lr": [0.05, 0.1]}}), error)
+    trials = {(e.method, e.index): e for e in trial_entries(parsed)}
+    chosen = {m: trials[(m, r.trial)] for m, r in equal.items()}
+    confirm = tune.confirmation_entries(parsed, chosen)
+    assert [(e.method, e.index) for e in confirm] == [("wide", s) for s in (1, 2, 3)] + [
+        ("narrow", s) for s in (1, 2, 3)]
+    for entry in confirm:
+        setting = chosen[entry.method].flat
+        assert entry.flat["optimizer.lr"] == setting["optimizer.lr"]
+        assert entry.flat["tuning.phase"] == "confirm" and entry.flat["seed"] == entry.index
+
+
+def test_selection_ties_lower_is_better_and_runs_without_a_value():
+    results = [TrialResult("a", 0, 1.0), TrialResult("a", 1, 1.0), TrialResult("a", 2, None),
+               TrialResult("b", 0, float("nan")), TrialResult("b", 1, None)]
+    assert select(results, trials=3)["a"].trial == 0  # ties go to the earlier trial
+    assert "b" not in select(results, trials=3)  # nothing to choose from
+    loss = [TrialResult("a", 0, 0.9), TrialResult("a", 1, 0.4), TrialResult("a", 2, 0.6)]
+    assert select(loss, trials=3, higher_is_better=False)["a"].trial == 1
+    assert tune.best_so_far([70.0, None, 75.0, 72.0]) == [70.0, 70.0, 75.0, 75.0]
+    assert tune.best_so_far([0.9, 0.4, 0.6], higher_is_better=False) == [0.9, 0.4, 0.4]
