@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gsam_repro.sweep.spec import expand, load_spec
+    from gsam_repro.sweep.plan import expand
+    from gsam_repro.sweep.spec import load_spec
 
     overrides = [*args.override, *args.overrides]
     if getattr(args, "tensorboard", False):
@@ -118,7 +119,7 @@ def _show(sweep, args: argparse.Namespace) -> int:
 
 
 def format_header(sweep, counts: dict[str, int]) -> str:
-    from gsam_repro.sweep.spec import iter_axes_summary
+    from gsam_repro.sweep.plan import iter_axes_summary
 
     spec = sweep.spec
     n = len(sweep.runs)
