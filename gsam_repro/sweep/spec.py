@@ -23,6 +23,7 @@ from gsam_repro.errors import ConfigError
 from gsam_repro.sweep import ids
 from gsam_repro.sweep.executor import ExecutorSpec, parse_executor
 from gsam_repro.sweep.grid import Axis, parse_axes, parse_entries, parse_seeds
+from gsam_repro.sweep.tune import TuneSpec, parse_section, trial_axis
 from gsam_repro.sweep.values import (
     CONFIG_TOP,
     LEAF_KEYS,
@@ -40,7 +41,7 @@ __all__ = ["ExecutorSpec", "SweepSpec", "load_spec", "sweep_dir"]
 
 SPEC_KEYS = (
     "name", "description", "base", "out_dir", "grid", "zip", "include", "exclude", "seeds",
-    "force", "profiles", "executor", "max_runs", "report",
+    "force", "profiles", "executor", "max_runs", "report", "tune",
 )
 PROFILE_KEYS = tuple(k for k in SPEC_KEYS if k not in ("name", "profiles"))
 DEFAULT_MAX_RUNS = 10_000
@@ -67,6 +68,7 @@ class SweepSpec:
     overrides: list[str]
     resolved: dict  # the spec as run, for spec.yaml
     where: Where = field(repr=False)
+    tune: TuneSpec | None = None  # equal tuning budgets (sweep/tune.py); its trials: axes
 
     def error(self, path: str, message: str) -> ConfigError:
         return self.where.error(path, message)
@@ -167,6 +169,7 @@ def load_spec(
     if "seed" in force.flat:
         force.coerced["seed"] = base_cfg.seed
 
+    tuned = parse_section(tree, where.error)
     axes = parse_axes(tree, where)
     seeds = parse_seeds(tree.get("seeds"), where)
     if seeds is not None:
@@ -186,6 +189,8 @@ def load_spec(
     report = tree.get("report") or {}
     if not isinstance(report, dict):
         raise where.error("report", f"expected a mapping, got {report!r}")
+    if tuned is not None:
+        axes = [trial_axis(tuned, base, force, where)]
 
     resolved = {k: v for k, v in tree.items() if k in SPEC_KEYS}
     resolved["name"] = name
@@ -197,7 +202,7 @@ def load_spec(
         name=name, source=str(path), out_dir=out_dir, base=base, base_cfg=base_cfg, axes=axes,
         include=include, exclude=exclude, force=force, executor=executor, max_runs=max_runs,
         report=report, description=description, profile=profile,
-        overrides=list(overrides or []), resolved=resolved, where=where,
+        overrides=list(overrides or []), resolved=resolved, where=where, tune=tuned,
     )
     for entry in include:
         entry.coerced = coerce_values(entry, base, force, where)
@@ -255,7 +260,7 @@ def _apply_spec_override(
         section[rest] = value
         where.redirect(key, shown, source, lines)
         return
-    if head in ("grid", "executor", "report") and not rest and isinstance(value, dict):
+    if head in ("grid", "executor", "report", "tune") and not rest and isinstance(value, dict):
         current = tree.get(head)
         if head == "executor" and isinstance(current, str):
             current = {"cluster": current}
@@ -274,11 +279,11 @@ def _apply_spec_override(
         tree["executor"] = current
         where.redirect(key, shown, source, lines)
         return
-    if head == "report" and rest:
-        current = tree.get("report")
+    if head in ("report", "tune") and rest:
+        current = tree.get(head)
         current = dict(current) if isinstance(current, dict) else {}
         set_dotted(current, rest, value)
-        tree["report"] = current
+        tree[head] = current
         where.redirect(key, shown, source, lines)
         return
     if rest:

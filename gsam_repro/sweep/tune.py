@@ -323,3 +323,127 @@ def best_so_far(values: list[float | None], higher_is_better: bool = True) -> li
                 current = value
         out.append(current)
     return out
+
+
+# ------------------------------------------------------------------- hooks into the sweep spec
+CONFLICTS = ("grid", "zip", "seeds", "include", "exclude")  # a tune: spec's runs are its trials
+
+
+def parse_section(tree: dict, error: ErrorAt) -> TuneSpec | None:
+    """The spec's `tune:` section, parsed (None without one); refuses the axes that would make
+    the trials' count differ between methods."""
+    if tree.get("tune") is None:
+        return None
+    for key in CONFLICTS:
+        if tree.get(key) is not None:
+            raise error(key, "a spec with tune: takes its runs from tune.methods (trials, then "
+                        "final seeds); fix shared keys under base: or force:, and give "
+                        "differing ones to each method")
+    return parse_tune(tree["tune"], error)
+
+
+def _variant(entry: Entry, base: dict, force: Any, where: Any) -> Any:
+    from gsam_repro.sweep.values import Variant, coerce_values
+
+    path = f"tune.methods.{entry.method}"
+    variant = Variant(path=path, flat=dict(entry.flat), paths=dict(entry.paths))
+    variant.coerced = coerce_values(variant, base, force, where)
+    return variant
+
+
+def trial_axis(tune: TuneSpec, base: dict, force: Any, where: Any) -> Any:
+    """The one axis of a tune: spec: a variant per trial run (confirmation runs join it once
+    they are decided, see `plan`)."""
+    from gsam_repro.sweep.grid import Axis
+
+    variants = [_variant(e, base, force, where) for e in trial_entries(tune)]
+    keys = tuple(dict.fromkeys(k for v in variants for k in v.flat))
+    return Axis(path="tune", keys=keys, variants=variants)
+
+
+def _entry_of(variant: Any) -> Entry:
+    flat = variant.flat
+    phase = flat["tuning.phase"]
+    index = flat["tuning.trial"] if phase == TRIAL else flat["seed"]
+    return Entry(flat["tuning.method"], phase, index, dict(flat), dict(variant.paths))
+
+
+@dataclass
+class Decision:
+    """Where a tune: sweep stands: trials finished, each method's chosen trial once all are."""
+
+    trials: int  # trial runs planned
+    finished: int  # of them done or diverged
+    chosen: dict[str, Entry]  # method -> its chosen trial (empty until every trial finished)
+    no_score: list[str]  # methods whose trials all lack a score (cannot be confirmed)
+
+    @property
+    def decided(self) -> bool:
+        return self.finished == self.trials
+
+
+def plan(spec: Any, *, yes: bool = False) -> tuple[Any, Decision]:
+    """Expand a tune: spec: its trials, plus the confirmation runs of each method's best trial
+    once every trial has finished (chosen from their summary.json on `tune.metric`)."""
+    from gsam_repro.sweep import store
+    from gsam_repro.sweep.plan import expand
+
+    tune: TuneSpec = spec.tune
+    axis = spec.axes[0]
+    axis.variants = [v for v in axis.variants if v.flat["tuning.phase"] == TRIAL]
+    sweep = expand(spec, yes=yes)
+    states = store.run_states(spec.out_dir, [r.run_id for r in sweep.runs])
+    results, finished, entries = [], 0, {}
+    for run in sweep.runs:
+        entry = _entry_of(axis.variants[run.choice[0]])
+        entries[(entry.method, entry.index)] = entry
+        state = states[run.run_id]
+        if state.state not in ("done", "diverged"):
+            continue
+        finished += 1
+        value = None
+        try:
+            summary = store.read_json(state.run_dir / store.SUMMARY)
+            value = summary.get(tune.metric) if isinstance(summary, dict) else None
+        except (OSError, ValueError):
+            pass
+        results.append(TrialResult(entry.method, entry.index,
+                                   float(value) if _is_number(value) else None))
+    decision = Decision(trials=len(sweep.runs), finished=finished, chosen={}, no_score=[])
+    if not decision.decided:
+        return sweep, decision
+    best = select(results, tune.trials, tune.higher_is_better)
+    decision.chosen = {m.name: entries[(m.name, best[m.name].trial)]
+                       for m in tune.methods if m.name in best}
+    decision.no_score = [m.name for m in tune.methods if m.name not in best]
+    confirm = confirmation_entries(_only(tune, decision.chosen), decision.chosen)
+    axis.variants += [_variant(e, spec.base, spec.force, spec.where) for e in confirm]
+    return expand(spec, yes=yes), decision
+
+
+def _only(tune: TuneSpec, methods: dict[str, Entry]) -> TuneSpec:
+    return TuneSpec(trials=tune.trials, search=tune.search, seed=tune.seed, metric=tune.metric,
+                    final_seeds=tune.final_seeds,
+                    methods=[m for m in tune.methods if m.name in methods])
+
+
+def describe(tune: TuneSpec, decision: Decision) -> str:
+    """What `sweep plan|status|run` says about the two phases."""
+    methods = len(tune.methods)
+    head = (f"tune: {tune.trials} trials per method, the same for all {methods} methods "
+            f"({tune.search} search, seed {tune.seed}), chosen on {tune.metric}; "
+            f"{decision.finished} of {decision.trials} trials finished")
+    seeds = len(tune.final_seeds)
+    if not decision.decided:
+        return (f"{head}\n  confirmation phase ({seeds} seeds x {methods} methods = "
+                f"{seeds * methods} runs): decided after every trial has finished")
+    lines = [head]
+    for method in tune.methods:
+        entry = decision.chosen.get(method.name)
+        if entry is None:
+            lines.append(f"  {method.name}: no trial recorded {tune.metric}; not confirmed")
+            continue
+        searched = ", ".join(f"{r.key}={entry.flat[r.key]}" for r in method.ranges)
+        lines.append(f"  {method.name}: trial {entry.index} chosen ({searched or 'one setting'})"
+                     f"; confirmed on seeds {', '.join(map(str, tune.final_seeds))}")
+    return "\n".join(lines)

@@ -4,6 +4,7 @@ under an equal budget (pure functions; the end-to-end sweep test is at the botto
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,78 @@ def test_selection_ties_lower_is_better_and_runs_without_a_value():
     assert select(loss, trials=3, higher_is_better=False)["a"].trial == 1
     assert tune.best_so_far([70.0, None, 75.0, 72.0]) == [70.0, 70.0, 75.0, 75.0]
     assert tune.best_so_far([0.9, 0.4, 0.6], higher_is_better=False) == [0.9, 0.4, 0.4]
+
+
+# ------------------------------------------------------------------------------- end to end
+TUNED_SPEC = """\
+executor: debug
+force: {data.val_size: 16, eval.probe_batches: 0}
+tune:
+  trials: 2
+  seed: 0
+  metric: val_loss  # continuous: on 16 validation images accuracies tie, losses do not
+  final_seeds: [1, 2]
+  methods:
+    sgd: {optimizer.name: sgd, optimizer.lr: {loguniform: [0.01, 0.3]}}
+    sam: {optimizer.name: sam, optimizer.lr: [0.05, 0.1], optimizer.rho: {uniform: [0.01, 0.1]}}
+"""
+
+
+def _runs(sweep: Path) -> list[dict]:
+    import json
+
+    import yaml
+
+    out = []
+    for run_dir in sorted((sweep / "runs").iterdir()):
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        out.append({"config": config, "summary": summary})
+    return out
+
+
+def test_sweep_run_tunes_with_equal_budgets_then_confirms_the_validation_best(tmp_path,
+                                                                              capsys):
+    from sweep_testkit import cli, write_spec
+
+    spec = write_spec(tmp_path, TUNED_SPEC)
+    out = tmp_path / "sweep"
+    assert cli("sweep", "plan", spec, "--out", out) == 0
+    shown = capsys.readouterr().out
+    assert "2 trials per method" in shown and "decided after every trial" in shown
+    assert "4 runs" in shown  # the trial phase only, until it has finished
+
+    assert cli("sweep", "run", spec, "--out", out) == 0
+    runs = _runs(out)
+    trials = [r for r in runs if r["config"]["tuning"]["phase"] == "trial"]
+    confirm = [r for r in runs if r["config"]["tuning"]["phase"] == "confirm"]
+    for method in ("sgd", "sam"):
+        mine = [r for r in trials if r["config"]["tuning"]["method"] == method]
+        assert sorted(r["config"]["tuning"]["trial"] for r in mine) == [0, 1]  # equal budget
+        assert all(r["config"]["seed"] == 0 for r in mine)
+        losses = [r["summary"]["val_loss"] for r in mine]
+        assert len(set(losses)) == 2  # a real choice, not a tie
+        best = mine[int(np.argmin(losses))]
+        final = [r for r in confirm if r["config"]["tuning"]["method"] == method]
+        assert sorted(r["config"]["seed"] for r in final) == [1, 2]
+        for run in final:  # the chosen setting = the validation argmax among the trials
+            assert run["config"]["optimizer"] == best["config"]["optimizer"]
+    assert "trial" in capsys.readouterr().err
+
+    assert cli("sweep", "run", spec, "--out", out) == 0  # resumable and idempotent
+    assert "nothing to run: 8 of 8 runs finished" in capsys.readouterr().out
+    assert len(list((out / "runs").iterdir())) == 8
+
+
+def test_a_tune_spec_with_a_grid_or_a_bad_section_exits_2(tmp_path, capsys):
+    from sweep_testkit import cli, write_spec
+
+    spec = write_spec(tmp_path, TUNED_SPEC + "grid:\n  optimizer.momentum: [0.0, 0.9]\n")
+    assert cli("sweep", "plan", spec) == 2
+    assert "grid" in capsys.readouterr().err
+    spec = write_spec(tmp_path, TUNED_SPEC.replace("metric: val_loss", "metric: test_acc"))
+    assert cli("sweep", "plan", spec) == 2
+    assert "tune.metric" in capsys.readouterr().err
+    spec = write_spec(tmp_path, TUNED_SPEC)
+    assert cli("sweep", "plan", spec, "tune.trials=0") == 2  # an override is checked the same
+    assert "tune.trials" in capsys.readouterr().err
