@@ -355,8 +355,16 @@ def trial_axis(tune: TuneSpec, base: dict, force: Any, where: Any) -> Any:
     """The one axis of a tune: spec: a variant per trial run (confirmation runs join it once
     they are decided, see `plan`)."""
     from gsam_repro.sweep.grid import Axis
+    from gsam_repro.sweep.values import apply_variants, coerce_config
 
     variants = [_variant(e, base, force, where) for e in trial_entries(tune)]
+    for variant in variants:  # choosing on validation needs a validation set in every trial
+        cfg = coerce_config(apply_variants(base, [variant, force]), [("base", base), variant,
+                                                                     force], where)
+        if cfg.data.val_size <= 0:
+            raise where.error("tune.metric", f"{tune.metric} needs a validation set, and "
+                              f"{variant.flat['tuning.method']}'s trials have data.val_size "
+                              f"{cfg.data.val_size}: set data.val_size > 0 under base:")
     keys = tuple(dict.fromkeys(k for v in variants for k in v.flat))
     return Axis(path="tune", keys=keys, variants=variants)
 

@@ -247,3 +247,6 @@ def test_a_tune_spec_with_a_grid_or_a_bad_section_exits_2(tmp_path, capsys):
     spec = write_spec(tmp_path, TUNED_SPEC)
     assert cli("sweep", "plan", spec, "tune.trials=0") == 2  # an override is checked the same
     assert "tune.trials" in capsys.readouterr().err
+    spec = write_spec(tmp_path, TUNED_SPEC.replace("data.val_size: 16", "data.val_size: 0"))
+    assert cli("sweep", "plan", spec) == 2  # no validation set: nothing honest to choose on
+    assert "tune.metric" in capsys.readouterr().err
