@@ -15,8 +15,10 @@ selection; the sweep's spec and command line hook it in.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import typing
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from gsam_repro.errors import ConfigError
-from gsam_repro.train.config import TUNE_PHASES, closest, valid_keys
+from gsam_repro.train.config import SECTIONS, TUNE_PHASES, closest, valid_keys
 
 TUNE_KEYS = ("trials", "search", "seed", "metric", "final_seeds", "methods")
 SEARCHES = ("random", "grid")
@@ -179,7 +181,7 @@ def _parse_method(name: str, body: Any, search: str, error: ErrorAt) -> Method:
             if not value:
                 raise error(key_path, "empty list: give at least one value")
             ranges.append(Range(key, key_path, values=list(value)))
-        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS:
+        elif _is_distribution(value):
             ranges.append(_parse_distribution(key, key_path, value, search, error))
         elif isinstance(value, dict) and key not in _MAPPING_VALUED:
             raise error(key_path, f"expected a value, a list of values or one of "
@@ -193,19 +195,34 @@ def _parse_method(name: str, body: Any, search: str, error: ErrorAt) -> Method:
     return Method(name=name, path=path, fixed=fixed, ranges=ranges, paths=paths)
 
 
-_LIST_VALUED = frozenset({"eval.probe_rhos", "train.loggers", "optimizer.betas"})
-_MAPPING_VALUED = frozenset({"optimizer.kwargs", "model.kwargs"})
+def _typed_keys(kind: type) -> frozenset[str]:
+    """Config keys whose declared type admits `kind` (list: a list is their value, not a range
+    of values; dict: a mapping is their value, not a distribution)."""
+    out = set()
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if hint is kind or kind in typing.get_args(hint):
+                out.add(f"{section}.{f.name}")
+    return frozenset(out)
+
+
+_LIST_VALUED = _typed_keys(list)  # eval.probe_rhos, optimizer.betas, train.loggers
+_MAPPING_VALUED = _typed_keys(dict)  # model.kwargs, optimizer.kwargs
+
+
+def _is_distribution(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
 
 
 def _flatten(body: dict) -> dict[str, Any]:
-    """Nested or dotted keys -> dotted keys; a distribution mapping stays one value."""
+    """Nested (`optimizer: {lr: ...}`) or dotted (`optimizer.lr`) keys -> dotted keys."""
     out: dict[str, Any] = {}
     for key, value in body.items():
         key = str(key)
-        if isinstance(value, dict) and not (len(value) == 1 and next(iter(value)) in
-                                            DISTRIBUTIONS) and "." not in key and \
-                key not in ("kwargs",) and key in {k.split(".")[0] for k in valid_keys()}:
-            for sub, sub_value in _flatten(value).items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, sub_value in value.items():
                 out[f"{key}.{sub}"] = sub_value
         else:
             out[key] = value

@@ -59,6 +59,16 @@ def test_random_search_draws_are_the_documented_distributions():
     assert np.mean(logs < (low + high) / 2) == pytest.approx(0.5, abs=0.03)
 
 
+def test_list_valued_keys_are_values_not_ranges():
+    parsed = parse_tune(spec(methods={"sam": {
+        "optimizer": {"name": "sam", "lr": [0.05, 0.1], "kwargs": {"foo": 1}},
+        "eval.probe_rhos": [0.05, 0.1]}}), error)
+    (method,) = parsed.methods
+    assert [r.key for r in method.ranges] == ["optimizer.lr"]
+    assert method.fixed == {"optimizer.name": "sam", "optimizer.kwargs": {"foo": 1},
+                            "eval.probe_rhos": [0.05, 0.1]}
+
+
 def test_grid_search_runs_every_point_once():
     body = spec(search="grid", trials=4, methods={
         "sam": {"optimizer.name": "sam", "optimizer.lr": [0.05, 0.1],
