@@ -145,6 +145,11 @@ def parse_tune(value: Any, error: ErrorAt) -> TuneSpec:
     parsed = [_parse_method(str(name), body, search, error) for name, body in methods.items()]
     tune = TuneSpec(trials=trials, search=search, seed=seed, metric=metric,
                     final_seeds=list(final_seeds), methods=parsed)
+    for method in parsed:
+        if search == "random" and not method.ranges and trials > 1:
+            raise error(method.path, f"declares no range to search, so its {trials} trials "
+                        "would be one run repeated; give it a list or a distribution (or "
+                        "tune.trials: 1 for untuned methods)")
     if search == "grid":
         for method in parsed:
             points = math.prod(len(r.values or []) for r in method.ranges)

@@ -114,6 +114,8 @@ def test_trials_are_tagged_and_their_run_ids_distinct():
     ({"methods": {"x": {"optimizer.lr": [0.1]}}}, "tune.methods.x", "optimizer.name"),
     ({"methods": {"x": {"optimizer.name": "sgd", "optimizer.lrr": [0.1]}}},
      "tune.methods.x.optimizer.lrr", "did you mean optimizer.lr"),
+    ({"methods": {"x": {"optimizer.name": "sgd", "optimizer.lr": 0.1}}}, "tune.methods.x",
+     "no range to search"),
     ({"methods": {"x": {"optimizer.name": "sgd", "seed": [1, 2]}}}, "tune.methods.x.seed",
      "tune section"),
     ({"methods": {"x": {"optimizer.name": "sgd", "optimizer.lr": {"loguniform": [0, 1]}}}},
