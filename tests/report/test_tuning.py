@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import run, write_sweep
+from test_report_cli import NEEDS_PDFLATEX, compile_tables
 
 from gsam_repro.report import tuning
 from gsam_repro.report.build import ReportOptions, build
@@ -81,3 +82,12 @@ def test_a_sweep_without_tune_runs_gets_no_tuning_tables(sweep_dir):
     write_sweep(sweep_dir, [run("sgd", 90.0, s) for s in range(3)])
     report = build(sweep_dir, ReportOptions(figures=False))
     assert not {t.name for t in report.tables} & set(tuning.TUNE_TABLES)
+
+
+@NEEDS_PDFLATEX
+def test_tuning_latex_tables_compile_and_fit_the_text_width(tuned, tmp_path):
+    build(tuned, ReportOptions(figures=False, tables=list(tuning.TUNE_TABLES)))
+    tex = sorted((tuned / "report").glob("tune_*.tex"))
+    assert len(tex) == 3
+    for name, log in compile_tables(tex, tmp_path):
+        assert "Overfull \\hbox" not in log, name
