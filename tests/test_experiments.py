@@ -32,6 +32,7 @@ EXPECTED_TABLES = {
     "cifar10_ablation_alpha.yaml": ["ablation_alpha", "selection"],
     "cifar10_ablation_rho.yaml": ["ablation_rho", "selection"],
     "cifar10_gsam_vs_weighted.yaml": ["gsam_vs_weighted"],
+    "tuned_comparison.yaml": ["tune_budget", "tune_curve", "tune_final"],
 }
 HEADER_LINES = ("# Command", "# Hardware:", "# Expected time", "# Target:")
 
@@ -99,6 +100,17 @@ def _profiles(spec: Path) -> list[str]:
     return sorted((yaml.safe_load(spec.read_text()) or {}).get("profiles") or {})
 
 
+def _planned_after_run(spec: Path, profile: str, out: Path):
+    """Every run's config once a sweep has run: a tune: spec's trials and, decided after them,
+    its confirmation runs."""
+    from gsam_repro.sweep.spec import expand, load_spec
+    from gsam_repro.sweep.tune import plan
+
+    loaded = load_spec(spec, [], profile, out)
+    sweep = plan(loaded)[0] if loaded.tune else expand(loaded)
+    return [sweep.config(run) for run in sweep.runs]
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_every_profile_expands_to_buildable_runs(spec):
     """`sweep plan` checks config keys and values; a model name or an optimizer keyword that does
@@ -158,6 +170,7 @@ def test_smoke_profile_end_to_end(spec, tmp_path, capsys):
     executor = "local" if spec_id in LOCAL_EXECUTOR else "debug"
     assert cli("sweep", "run", spec, "--profile", "smoke", "--out", out,
                "--executor", executor) == 0
+    configs = _planned_after_run(spec, "smoke", out)
     summaries = sorted(out.glob("runs/*/summary.json"))
     assert len(summaries) == len(configs)
 

@@ -245,7 +245,8 @@ def scale_figures(tmp: Path, args: argparse.Namespace, repeats: int, record) -> 
     """Part `scale`: expand, plan/status and gather at the sizes of the module docstring."""
     from gsam_repro.cli import main as cli_main
     from gsam_repro.results.gather import gather
-    from gsam_repro.sweep.spec import expand, load_spec
+    from gsam_repro.sweep.plan import expand
+    from gsam_repro.sweep.spec import load_spec
 
     tmp = Path(tmp)
     seeds = max(1, round(50 * args.scale))

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from gsam_repro.errors import ConfigError, UsageError
-from gsam_repro.report import claims, paper, probes, tables
+from gsam_repro.report import claims, paper, probes, tables, tuning
 from gsam_repro.report import figures as figs
 from gsam_repro.report.load import Sweep, load_sweep
 from gsam_repro.report.provenance import provenance_line
 from gsam_repro.report.render import Table, write_text
 
 TABLES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "outcomes", "probes",
-          "ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost")
+          "ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost",
+          *tuning.TUNE_TABLES)
 OPTION_KEYS = ("rows", "tables", "target", "target_metric", "select_on", "dataset", "metric",
                "figures", "compare")
 
@@ -140,6 +141,8 @@ def build(sweep_dir: str | Path, options: ReportOptions | None = None,
     """Render every requested table and figure of a sweep into out_dir (SWEEP_DIR/report/)."""
     sweep_dir = Path(sweep_dir)
     sweep = load_sweep(sweep_dir)
+    full = sweep  # a tune: sweep's other tables see its confirmation runs only, never trials
+    sweep = tuning.confirmation_only(full)
     options = options or ReportOptions()
     rows = options.rows if options.rows is not None else default_rows(sweep)
     _check_rows(sweep, rows)
@@ -163,8 +166,13 @@ def build(sweep_dir: str | Path, options: ReportOptions | None = None,
         "gsam_vs_weighted": lambda: tables.gsam_vs_weighted(sweep, rows, metric),
         "selection": lambda: tables.selection(sweep, rows, options.select_on, metric),
         "cost": lambda: tables.cost(sweep, rows, options.target, options.target_metric),
+        **{name: (lambda name=name: tuning.tune_tables(full, metric)[name])
+           for name in tuning.TUNE_TABLES},
     }
-    for name in _wanted(sweep, options):
+    wanted = _wanted(sweep, options)
+    if options.tables is None and tuning.is_tuned(full):
+        wanted[1:1] = list(tuning.TUNE_TABLES)  # after the main table
+    for name in wanted:
         try:
             table = builders[name]()
         except Exception as err:  # odd data must not cost the rest of the report
@@ -183,9 +191,11 @@ def build(sweep_dir: str | Path, options: ReportOptions | None = None,
     figure_files: list[Path] = []
     if options.figures and not sweep.done.empty:
         figure_files, notes = figs.all_figures(sweep, rows, out)
+        tune_files, tune_note = tuning.tune_figure(full, tuning.budget(full.path), out)
+        figure_files += tune_files
         report.files += figure_files
-        report.left_out += notes
-    report.files.append(_write_index(sweep, report, figure_files, out))
+        report.left_out += notes + ([tune_note] if tune_note else [])
+    report.files.append(_write_index(full, report, figure_files, out))
     _remove_stale(out, report.files)
     return report
 
@@ -213,6 +223,8 @@ def _write_index(sweep: Sweep, report: Report, figure_files: list[Path], out: Pa
     line = provenance_line(sweep.done)
     if line:
         lines[4:4] = [line, ""]
+    if tuning.is_tuned(sweep):
+        lines[4:4] = [tuning.summary_line(sweep), ""]
     for table in report.tables:
         lines.append(table.to_markdown())
         lines.append("")

@@ -11,7 +11,8 @@ from gsam_repro.errors import UsageError
 # The same names as gsam_repro.report.build.TABLES (a test keeps them equal); repeated here so
 # that `--help` does not import pandas.
 TABLE_NAMES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "outcomes", "probes",
-               "ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost")
+               "ablation_alpha", "ablation_rho", "gsam_vs_weighted", "selection", "cost",
+               "tune_budget", "tune_curve", "tune_final")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gsam_repro.sweep.spec import expand, load_spec
+    from gsam_repro.sweep.spec import load_spec
+    from gsam_repro.sweep.tune import describe
 
     overrides = [*args.override, *args.overrides]
     if getattr(args, "tensorboard", False):
@@ -85,12 +86,31 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, overrides, args.profile, args.out)
     if getattr(args, "executor", None):
         spec.executor.cluster = args.executor
-    sweep = expand(spec, yes=args.yes)
+    sweep, decision = _plan(spec, args.yes)
     for warning in sweep.warnings:
         print(f"gsam-repro sweep: warning: {warning}", file=sys.stderr)
     if args.sweep_action == "run":
-        return _run(sweep, args)
+        code = _run(sweep, args)
+        if decision is not None and not decision.decided and code == 0 and not args.no_wait:
+            sweep, decision = _plan(spec, args.yes)  # the trials are done: confirmation runs
+            code = _run(sweep, args) if decision.decided else 1
+        if decision is not None:
+            print(describe(spec.tune, decision), file=sys.stderr)
+        return code
+    if decision is not None:
+        print(describe(spec.tune, decision))
     return _show(sweep, args)
+
+
+def _plan(spec, yes: bool):
+    """The spec's runs, and for a tune: spec where its phases stand (trials, then the
+    confirmation seeds of each method's chosen trial, see sweep/tune.py)."""
+    from gsam_repro.sweep.plan import expand
+    from gsam_repro.sweep.tune import plan
+
+    if spec.tune is None:
+        return expand(spec, yes=yes), None
+    return plan(spec, yes=yes)
 
 
 def _show(sweep, args: argparse.Namespace) -> int:
@@ -118,7 +138,7 @@ def _show(sweep, args: argparse.Namespace) -> int:
 
 
 def format_header(sweep, counts: dict[str, int]) -> str:
-    from gsam_repro.sweep.spec import iter_axes_summary
+    from gsam_repro.sweep.plan import iter_axes_summary
 
     spec = sweep.spec
     n = len(sweep.runs)

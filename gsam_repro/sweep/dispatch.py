@@ -33,7 +33,7 @@ from submitit.helpers import Checkpointable
 
 from gsam_repro.errors import UsageError
 from gsam_repro.sweep import pool, store
-from gsam_repro.sweep.spec import ExecutorSpec
+from gsam_repro.sweep.executor import ExecutorSpec
 from gsam_repro.train import rundir
 from gsam_repro.train.config import RunConfig
 

@@ -1,9 +1,10 @@
 """The typed run config: what one training run is, validated before any work starts.
 
-A config is plain data with sections `data`, `model`, `optimizer`, `schedule`, `train`, `eval`
-and `seed`. `load_config` turns YAML or a mapping (plus dotted overrides) into a `RunConfig`;
-every mistake raises `ConfigError` naming the dotted key (and the closest valid key when a name is
-unknown). `run_id` hashes the canonical resolved config minus the keys that cannot change a result.
+A config is plain data with sections `data`, `model`, `optimizer`, `schedule`, `train`, `eval`,
+`tuning` and `seed`. `load_config` turns YAML or a mapping (plus dotted overrides) into a
+`RunConfig`; every mistake raises `ConfigError` naming the dotted key (and the closest valid
+key when a name is unknown). `run_id` hashes the canonical resolved config minus the keys that
+cannot change a result.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LOADERS = ("auto", "gpu", "torch")
 ADAPTIVE = (False, "paper", "asam")
 DEFAULT_PROBE_RHOS = (0.01, 0.02, 0.05, 0.1)
+TUNE_PHASES = ("trial", "confirm")  # tuning.phase: a search trial, a confirmation seed
 PROBE_PREFIX = "probe_h_rho"  # summary.json / runs.parquet columns probe_h_rho<r>
 
 
@@ -144,6 +146,16 @@ class EvalConfig:
 
 
 @dataclass
+class TuningConfig:
+    """Which phase of a `tune:` sweep a run belongs to (set by the sweep, not by hand): a trial
+    of a method's search, or a confirmation seed of its chosen setting. None outside tuning."""
+
+    method: str | None = None  # the method's name under tune.methods
+    phase: str | None = None  # trial | confirm
+    trial: int | None = None  # the trial's index (0-based) within its method; None for confirm
+
+
+@dataclass
 class RunConfig:
     """One training run, fully specified."""
 
@@ -154,6 +166,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (YAML/JSON ready)."""
@@ -188,6 +201,8 @@ OMITTED_AT_DEFAULT: dict[str, Any] = {
     # the cheap SAM variants and m-sharpness: unset (None) unless a run uses them
     **{f"optimizer.{key}": None for key in ("every", "looksam", "looksam_alpha", "switch_prob",
                                             "switch_seed", "start_fraction", "m")},
+    # tags of a `tune:` sweep's runs: unset outside one
+    "tuning.method": None, "tuning.phase": None, "tuning.trial": None,
 }
 
 SECTIONS: dict[str, type] = {
@@ -197,6 +212,7 @@ SECTIONS: dict[str, type] = {
     "schedule": ScheduleConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "tuning": TuningConfig,
 }
 
 
@@ -398,6 +414,9 @@ def check_config(cfg: RunConfig, err) -> None:
             raise err("eval.probe_rhos", f"every radius must be a number > 0, got {value!r}")
     if len(set(map(float, e.probe_rhos))) != len(e.probe_rhos):
         raise err("eval.probe_rhos", f"radii repeat: {e.probe_rhos}")
+    if cfg.tuning.phase is not None:
+        choice("tuning.phase", cfg.tuning.phase, TUNE_PHASES)
+    at_least("tuning.trial", cfg.tuning.trial, 0)
 
 
 def config_from_dict(

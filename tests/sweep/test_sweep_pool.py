@@ -11,7 +11,8 @@ import pytest
 from sweep_testkit import cli, write_spec
 
 from gsam_repro.sweep import dispatch, pool, store
-from gsam_repro.sweep.spec import expand, load_spec
+from gsam_repro.sweep.plan import expand
+from gsam_repro.sweep.spec import load_spec
 
 # A user's optimizer that kills its own process (lr 0.05) or raises (lr 0.02): a hard crash and
 # an ordinary failing run. Any other lr is plain SGD.

@@ -16,7 +16,9 @@ from sweep_testkit import cli, write_spec
 
 import gsam_repro.train as train
 from gsam_repro.sweep import dispatch, store
-from gsam_repro.sweep.spec import ExecutorSpec, expand, load_spec
+from gsam_repro.sweep.executor import ExecutorSpec
+from gsam_repro.sweep.plan import expand
+from gsam_repro.sweep.spec import load_spec
 
 
 def summaries(out: Path) -> dict[str, float]:

@@ -18,7 +18,8 @@ import pytest
 from sweep_testkit import cli, write_spec
 
 from gsam_repro.sweep import store
-from gsam_repro.sweep.spec import expand, load_spec
+from gsam_repro.sweep.plan import expand
+from gsam_repro.sweep.spec import load_spec
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_array.sh"
 

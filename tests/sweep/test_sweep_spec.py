@@ -11,7 +11,8 @@ from sweep_testkit import BASE_YAML, write_spec
 
 from gsam_repro.errors import ConfigError
 from gsam_repro.sweep.ids import MAX_NAME_CHARS, id_from_dir_name, safe_name
-from gsam_repro.sweep.spec import expand, load_spec, sweep_dir
+from gsam_repro.sweep.plan import expand
+from gsam_repro.sweep.spec import load_spec, sweep_dir
 from gsam_repro.train.config import config_from_dict, run_id
 from gsam_repro.yamlio import set_dotted
 

@@ -9,7 +9,8 @@ import socket
 from sweep_testkit import cli, fake_local_job, write_spec
 
 from gsam_repro.sweep import store
-from gsam_repro.sweep.spec import expand, load_spec
+from gsam_repro.sweep.plan import expand
+from gsam_repro.sweep.spec import load_spec
 
 ROW = re.compile(r"^\d+\s+[0-9a-f]{10}\s")  # a run's line in the table: number, id, ...
 SPEC = """
