@@ -37,7 +37,8 @@ from gsam_repro.train.config import PROBE_PREFIX, SECTIONS, flatten
 RUNS_PARQUET = "runs.parquet"
 HISTORY_PARQUET = "history.parquet"
 INDEX = ".gather.json"
-GATHER_VERSION = 2  # 2: config.yaml checked against the run id; run notes in the index
+GATHER_VERSION = 3  # 2: config.yaml checked against the run id; run notes in the index;
+# 3: the optimizer file and its hash in the index (to flag stale runs without reading them)
 _FILES = (store.CONFIG, store.SUMMARY, store.FAILED, store.METRICS, store.ENV)
 _UNFINISHED = ("pending", "running")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -58,6 +59,7 @@ class GatherResult:
     written: bool = False  # False: nothing had changed, the files were left as they were
     skipped: dict[str, str] = field(default_factory=dict)  # run dir -> why it was left out
     notes: dict[str, list[str]] = field(default_factory=dict)  # run dir -> what was dropped
+    stale: dict[str, str] = field(default_factory=dict)  # run dir -> how its optimizer changed
 
 
 def _dtype(annotation: Any) -> str:
@@ -327,6 +329,24 @@ def _live_statuses(sweep_dir: Path, run_ids: dict[str, str]) -> dict[str, tuple]
     return out
 
 
+def stale_runs(entries: dict[str, dict]) -> dict[str, str]:
+    """runs/<dir> -> why, for finished runs whose optimizer file changed since they ran
+    (store.optimizer_file_change), from the index entries: checked on every gather, since the
+    file can change while the run directory does not."""
+    seen: dict[tuple, str | None] = {}
+    out = {}
+    for name, entry in sorted(entries.items()):
+        recorded = entry.get("optimizer_file")
+        if entry.get("skip") or entry.get("status") not in ("done", "diverged") or not recorded:
+            continue
+        key = tuple(recorded)
+        if key not in seen:
+            seen[key] = store.optimizer_file_change(*key)
+        if seen[key]:
+            out[f"{store.RUNS}/{name}"] = seen[key]
+    return out
+
+
 def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
     """Write `runs.parquet` and `history.parquet` for a sweep directory (see module docstring).
 
@@ -369,6 +389,9 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
                          "run_id": row["run_id"]}
         if notes:
             entries[name]["notes"] = notes
+        if row.get("optimizer_file_sha256"):
+            entries[name]["optimizer_file"] = [row.get("optimizer.name"),
+                                               row["optimizer_file_sha256"]]
     for name in unchanged:
         entries[name] = previous[name]
     result.read = len(changed)
@@ -398,6 +421,13 @@ def gather(sweep_dir: str | Path, *, full: bool = False) -> GatherResult:
         listed = "; ".join(f"{d} ({why})" for d, why in result.skipped.items())
         warnings.warn(f"left out {len(result.skipped)} unreadable run "
                       f"director{'y' if len(result.skipped) == 1 else 'ies'}: {listed}",
+                      GatherWarning, stacklevel=2)
+    result.stale = stale_runs(entries)
+    if result.stale:
+        listed = "; ".join(f"{d} ({why})" for d, why in result.stale.items())
+        warnings.warn(f"{len(result.stale)} stale run director"
+                      f"{'y' if len(result.stale) == 1 else 'ies'} (the optimizer file changed "
+                      f"since the run; `sweep run` runs it again): {listed}",
                       GatherWarning, stacklevel=2)
     if result.notes:
         listed = "; ".join(f"{d} ({', '.join(why)})" for d, why in result.notes.items())

@@ -7,7 +7,10 @@ spec as run), `jobs.json` (the jobs `sweep run` submitted: run id -> executor, j
 The state of a run, in this order:
 
 1. `done` or `diverged`: its `summary.json` exists (the trainer writes it last, atomically) and
-   says so. A summary that cannot be read counts as `failed`.
+   says so. A summary that cannot be read counts as `failed`. A finished run whose user-given
+   optimizer file (`path/to/file.py:Class`) no longer has the sha256 the run recorded (the file
+   was edited or is gone) is `stale` instead: its results are not those of the code the sweep
+   would run now. `sweep run` runs it again after moving its old directory to `stale/`.
 2. `failed`: its `failed.json` exists (the run raised, or `sweep run` saw its job end without a
    summary), or a SLURM job recorded for it has ended (COMPLETED, FAILED, CANCELLED, TIMEOUT,
    OUT_OF_MEMORY, NODE_FAIL, ...) without a summary.
@@ -34,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from gsam_repro.sweep.ids import id_from_dir_name
-from gsam_repro.train.rundir import FILE_MODE, hold_lock
+from gsam_repro.train.rundir import FILE_MODE, file_sha256, hold_lock, optimizer_file
 
 RUNS = "runs"
 SPEC_FILE = "spec.yaml"
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".sweep.lock"
 SUBMITIT = "submitit"
+STALE_DIR = "stale"  # old directories of stale runs, kept when they run again
 SUMMARY, FAILED, METRICS, CONFIG, ENV = (
     "summary.json", "failed.json", "metrics.jsonl", "config.yaml", "env.json")
 
@@ -84,7 +88,7 @@ def read_json(path: Path) -> Any:
 
 @dataclass
 class RunState:
-    state: str  # done | diverged | failed | running | pending
+    state: str  # done | diverged | stale | failed | running | pending
     run_dir: Path | None  # None: never started
     error: str | None = None
     live_job: bool = False  # a job for it is queued or running: do not submit another
@@ -155,6 +159,10 @@ def run_states(
         if state is None:
             state = RunState("pending", run_dir)
             unfinished.append(rid)
+        elif state.state in ("done", "diverged"):
+            why = stale_reason(run_dir)
+            if why:
+                state = RunState("stale", run_dir, why)
         states[rid] = state
     if live and unfinished:
         jobs = load_jobs(sweep_dir)
@@ -164,6 +172,62 @@ def run_states(
             states[rid].error = error
             states[rid].live_job = state in ("running", "queued")
     return states
+
+
+# ----------------------------------------------------------------------------------------------
+# stale runs: a user-given optimizer file changed since the run
+
+
+def optimizer_file_change(name: Any, recorded: Any) -> str | None:
+    """Why a run of optimizer `name` that recorded file hash `recorded` is out of date: its
+    `file.py` (read from the current directory, as the trainer reads it) now hashes to something
+    else or is gone. None when it is unchanged or the run used no optimizer file."""
+    if not isinstance(name, str) or not isinstance(recorded, str) or not recorded:
+        return None
+    path = optimizer_file(name)
+    if path is None:
+        return None
+    current = file_sha256(path)
+    if current is None:
+        return f"optimizer file {path} is gone (the run used sha256 {recorded[:12]})"
+    if current != recorded:
+        return (f"optimizer file {path} changed since the run (sha256 {recorded[:12]} then, "
+                f"{current[:12]} now)")
+    return None
+
+
+def stale_reason(run_dir: Path) -> str | None:
+    """optimizer_file_change for a finished run directory, from its summary.json and
+    config.yaml (read only when the summary recorded an optimizer file)."""
+    try:
+        summary = read_json(Path(run_dir) / SUMMARY)
+    except (OSError, ValueError):
+        return None
+    recorded = summary.get("optimizer_file_sha256") if isinstance(summary, dict) else None
+    if not recorded:
+        return None
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
+        name = config["optimizer"]["name"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return f"{CONFIG} does not name the optimizer whose file the run recorded"
+    return optimizer_file_change(name, recorded)
+
+
+def set_aside(sweep_dir: Path, run_dir: Path) -> Path:
+    """Move a stale run's directory to `stale/` in the sweep (never over an earlier one), so
+    its rerun starts clean and the old outputs stay on disk. Returns where it went."""
+    target_dir = Path(sweep_dir) / STALE_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / Path(run_dir).name
+    n = 1
+    while target.exists():
+        n += 1
+        target = target_dir / f"{Path(run_dir).name}.{n}"
+    os.replace(run_dir, target)
+    return target
 
 
 # ----------------------------------------------------------------------------------------------
