@@ -25,6 +25,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# The import names of the `suite` extra's distributions (pyproject.toml; a test keeps them
+# equal): the command needs them, the optimizers do not.
+SUITE_MODULES = frozenset({"numpy", "torchvision", "timm", "pandas", "pyarrow", "matplotlib",
+                           "submitit", "yaml", "tqdm", "sklearn", "scipy"})
+SUITE_HINT = "pip install 'gsam-repro[suite]'"
+
+
+def missing_suite_module(err: ImportError) -> str | None:
+    """The suite package whose absence raised `err`, or None for any other import error."""
+    top = (getattr(err, "name", None) or "").split(".")[0]
+    return top if isinstance(err, ModuleNotFoundError) and top in SUITE_MODULES else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gsam-repro",
@@ -45,6 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     # Idle OpenMP threads that spin instead of sleeping cost several times the step time on a
     # shared or busy CPU; set before torch loads, and inherited by every sweep job.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as err:
+        missing = missing_suite_module(err)
+        if missing is None:
+            raise
+        # a core install (torch alone) holds the optimizers; the command needs the suite extra
+        print(f"gsam-repro: error: the command needs the suite's packages ({missing!r} is not "
+              f"installed; the core install holds only gsam_repro.optim): {SUITE_HINT}",
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may come anywhere, also after an option such as `train ... --show`
