@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("gsam_repro.sweep.cli", "plan, run or inspect a sweep spec"),
     "gather": ("gsam_repro.results.cli", "gather a sweep's run directories into parquet"),
     "report": ("gsam_repro.report.cli", "render tables and figures from a sweep's parquet files"),
-    "toy": ("gsam_repro.toy_cli", "the 2-D illustration: SGD and SAM end sharp, GSAM flat"),
+    "toy": ("gsam_repro.toy_cli", "the 2-D illustration and its basin map (from how many "
+            "starts GSAM ends flat where SAM ends sharp)"),
     "bench": ("gsam_repro.bench.cli", "benchmarks that print figures and write JSON"),
     "check": ("gsam_repro.check", "conformance check of an optimizer before a sweep"),
     "demo": ("gsam_repro.demo", "the main job: experiments/quick.yaml end to end"),
