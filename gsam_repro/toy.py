@@ -85,18 +85,6 @@ def surrogate_gap(w: np.ndarray, rho: float = RHO, angles: int = 3600) -> float:
     return float(loss(ring).max() - loss(centre))
 
 
-def gradient_flow_end(w: np.ndarray, lr: float = 0.02, steps: int = 1500) -> np.ndarray:
-    """Where small-step gradient descent from w settles: tells which basin w belongs to.
-
-    lr * lambda_max stays below 0.25 everywhere on the valley floor, so this follows the flow."""
-    point = torch.tensor(w, dtype=torch.float64)
-    for _ in range(steps):
-        point.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss(point), point)
-        point = (point - lr * grad).detach()
-    return point.numpy()
-
-
 @functools.cache
 def _minima() -> tuple[tuple[str, tuple[float, float]], ...]:
     found = []
@@ -111,13 +99,6 @@ def _minima() -> tuple[tuple[str, tuple[float, float]], ...]:
 def minima() -> dict[str, np.ndarray]:
     """The two minima, found by Newton's method from rough guesses."""
     return {name: np.array(point) for name, point in _minima()}
-
-
-def basin(w: np.ndarray) -> str:
-    """'sharp' or 'flat': the minimum that gradient flow from w reaches."""
-    end = gradient_flow_end(w)
-    points = minima()
-    return min(points, key=lambda name: float(np.linalg.norm(end - points[name])))
 
 
 def trajectory(
@@ -271,7 +252,7 @@ def run_all(steps: int = STEPS) -> list[ToyResult]:
                 loss=float(loss(torch.tensor(end, dtype=torch.float64))),
                 surrogate_gap=surrogate_gap(end),
                 hessian_max_eig=max_eigenvalue(end),
-                basin=basin(end),
+                basin=str(classify(end)[0]),
             )
         )
     return results
