@@ -102,3 +102,15 @@ def test_gather_and_report_flag_stale_runs(sweep_dir):
     assert line.startswith("Stale: 1 run used") and f"runs/{run_dir.name}" in line
     (sweep_dir / "my_opt.py").write_text(OPTIMIZER)
     assert stale_line(runs) is None
+
+
+def test_set_aside_never_overwrites_an_earlier_stale_run(tmp_path):
+    for text in ("first", "second"):
+        run_dir = tmp_path / "runs" / "sgd-abc"
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(text)
+        store.set_aside(tmp_path, run_dir)
+        assert not run_dir.exists()
+    kept = tmp_path / "stale"
+    assert (kept / "sgd-abc" / "summary.json").read_text() == "first"
+    assert (kept / "sgd-abc.2" / "summary.json").read_text() == "second"
