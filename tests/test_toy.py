@@ -126,3 +126,20 @@ def test_figures_and_files_carry_the_map_shares(tmp_path, results):
                 (tmp_path / "toy_basins.csv").read_text().splitlines()[1:])
     assert {k: float(v) for k, v in rows.items()} == pytest.approx(small.shares(), abs=1e-6)
     assert toy.shares_text(small.shares(), (5, 4)) in (tmp_path / "toy_table.md").read_text()
+
+
+@pytest.mark.parametrize("start", [(0.5, 1.0), (-0.4, 0.3), (1.3, -0.2)])
+def test_gsam_is_sam_plus_alpha_times_the_sideways_gradient_of_h(start):
+    """The docs' reason the effect is narrow: to first order in rho, GSAM's step differs from
+    SAM's by alpha times the part of grad(rho ||g||) = rho H g/||g|| orthogonal to g_p."""
+    rho, alpha, lr = 1e-3, 1.0, 1e-3
+    w = np.array(start)
+    steps = {name: (w - toy.trajectory(name, start=start, steps=1, lr=lr, rho=rho,
+                                       alpha=alpha)[-1]) / lr for name in ("sam", "gsam")}
+    g = toy.gradient(w)
+    grad_h = rho * toy.hessian(w) @ g / np.linalg.norm(g)  # independent: autograd Hessian
+    g_p = toy.gradient(w + rho * g / np.linalg.norm(g))
+    unit = g_p / np.linalg.norm(g_p)
+    sideways = grad_h - (grad_h @ unit) * unit
+    difference = steps["gsam"] - steps["sam"]
+    assert np.linalg.norm(difference - alpha * sideways) < 0.02 * np.linalg.norm(sideways)
