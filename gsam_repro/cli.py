@@ -18,11 +18,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("gsam_repro.sweep.cli", "plan, run or inspect a sweep spec"),
     "gather": ("gsam_repro.results.cli", "gather a sweep's run directories into parquet"),
     "report": ("gsam_repro.report.cli", "render tables and figures from a sweep's parquet files"),
-    "toy": ("gsam_repro.toy_cli", "the 2-D illustration: SGD and SAM end sharp, GSAM flat"),
+    "toy": ("gsam_repro.toy_cli", "the 2-D illustration and its basin map (from how many "
+            "starts GSAM ends flat where SAM ends sharp)"),
     "bench": ("gsam_repro.bench.cli", "benchmarks that print figures and write JSON"),
     "check": ("gsam_repro.check", "conformance check of an optimizer before a sweep"),
     "demo": ("gsam_repro.demo", "the main job: experiments/quick.yaml end to end"),
 }
+
+
+# The import names of the `suite` extra's distributions (pyproject.toml; a test keeps them
+# equal): the command needs them, the optimizers do not.
+SUITE_MODULES = frozenset({"numpy", "torchvision", "timm", "pandas", "pyarrow", "matplotlib",
+                           "submitit", "yaml", "tqdm", "sklearn", "scipy"})
+SUITE_HINT = "pip install 'gsam-repro[suite]'"
+
+
+def missing_suite_module(err: ImportError) -> str | None:
+    """The suite package whose absence raised `err`, or None for any other import error."""
+    top = (getattr(err, "name", None) or "").split(".")[0]
+    return top if isinstance(err, ModuleNotFoundError) and top in SUITE_MODULES else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     # Idle OpenMP threads that spin instead of sleeping cost several times the step time on a
     # shared or busy CPU; set before torch loads, and inherited by every sweep job.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as err:
+        missing = missing_suite_module(err)
+        if missing is None:
+            raise
+        # a core install (torch alone) holds the optimizers; the command needs the suite extra
+        print(f"gsam-repro: error: the command needs the suite's packages ({missing!r} is not "
+              f"installed; the core install holds only gsam_repro.optim): {SUITE_HINT}",
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may come anywhere, also after an option such as `train ... --show`

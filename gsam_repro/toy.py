@@ -1,4 +1,4 @@
-"""The 2-D illustration: SGD and SAM end in a sharp minimum, GSAM in a flat one.
+"""The 2-D illustration: from one start, SGD and SAM end in a sharp minimum, GSAM in a flat one.
 
 The paper's Figure 3 makes this point on a 2-D loss it does not publish, so this module uses a
 loss of our own (illustrative, not the paper's function):
@@ -12,7 +12,11 @@ gradient norm falls towards the flat side. From the start (0.8, 2.2), with the s
 0.09 and rho 0.1 (constant: no schedule), SGD and SAM slide down into the sharp minimum. GSAM
 (alpha = 1) adds -alpha * g_perp to SAM's direction, a push along the slope towards lower
 surrogate gap, and reaches the flat minimum. All three are the package's real optimizers
-(`gsam_repro.optim.create_optimizer`); nothing here re-derives their update rules.
+(`gsam_repro.optim.create_optimizer`). The basin map (`basin_map`) measures how special that
+start is: over the plotted frame, GSAM ends flat while SAM ends sharp from very few starts
+(docs/reports.md, The toy example, states the share and why the effect is this narrow). It
+applies the same update rules to all starts at once (`final_points`), checked against the real
+optimizers.
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ RHO = 0.1
 ALPHA = 1.0
 STEPS = 200
 OPTIMIZERS = ("sgd", "sam", "gsam")
+# The basin map: a grid of starts over the plotted frame, each classified by where each optimizer
+# ends after STEPS steps. An end within END_RADIUS of a minimum ends there (SAM orbits within
+# about 1.5 rho of the sharp one); anything else, still travelling or off the frame, is neither.
+FRAME_X = (-2.0, 2.0)
+FRAME_Y = (-0.7, 2.5)
+MAP_SHAPE = (41, 33)  # starts along w1, along w2 (spacing 0.1)
+END_RADIUS = 3 * RHO
+CLASSES = ("flat", "sharp", "neither")
 
 
 def loss(w: torch.Tensor) -> torch.Tensor:
@@ -74,18 +86,6 @@ def surrogate_gap(w: np.ndarray, rho: float = RHO, angles: int = 3600) -> float:
     return float(loss(ring).max() - loss(centre))
 
 
-def gradient_flow_end(w: np.ndarray, lr: float = 0.02, steps: int = 1500) -> np.ndarray:
-    """Where small-step gradient descent from w settles: tells which basin w belongs to.
-
-    lr * lambda_max stays below 0.25 everywhere on the valley floor, so this follows the flow."""
-    point = torch.tensor(w, dtype=torch.float64)
-    for _ in range(steps):
-        point.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss(point), point)
-        point = (point - lr * grad).detach()
-    return point.numpy()
-
-
 @functools.cache
 def _minima() -> tuple[tuple[str, tuple[float, float]], ...]:
     found = []
@@ -100,13 +100,6 @@ def _minima() -> tuple[tuple[str, tuple[float, float]], ...]:
 def minima() -> dict[str, np.ndarray]:
     """The two minima, found by Newton's method from rough guesses."""
     return {name: np.array(point) for name, point in _minima()}
-
-
-def basin(w: np.ndarray) -> str:
-    """'sharp' or 'flat': the minimum that gradient flow from w reaches."""
-    end = gradient_flow_end(w)
-    points = minima()
-    return min(points, key=lambda name: float(np.linalg.norm(end - points[name])))
 
 
 def trajectory(
@@ -142,6 +135,95 @@ def trajectory(
     return np.array(path)
 
 
+def _gradients(points: torch.Tensor) -> torch.Tensor:
+    """The loss gradient at each of many points (shape (n, 2)), by autograd in float64."""
+    points = points.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(points).sum(), points)
+    return grad
+
+
+def final_points(
+    name: str,
+    starts: np.ndarray,
+    *,
+    steps: int = STEPS,
+    lr: float = LR,
+    rho: float = RHO,
+    alpha: float = ALPHA,
+) -> np.ndarray:
+    """Where `name` ends from each of many starts (shape (n, 2)) at once.
+
+    The package's optimizers treat all parameters as one vector (one ||g|| per step), so many
+    independent starts cannot share one optimizer; this applies their update rules (no momentum
+    or weight decay, constant rho, as in `trajectory`) to every start in one tensor. A test
+    checks it against `trajectory`, the package's own optimizers, start by start."""
+    from gsam_repro.optim.sam import EPS
+
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    w = torch.tensor(np.asarray(starts, dtype=float), dtype=torch.float64)
+    for _ in range(steps):
+        g = _gradients(w)
+        if name == "sgd":
+            d = g
+        else:
+            norm = g.norm(dim=1, keepdim=True)
+            g_p = _gradients(w + rho * g / (norm + EPS))
+            d = g_p
+            if name == "gsam":  # d = g_p - alpha g_perp = (1 + alpha c) g_p - alpha g
+                c = (g * g_p).sum(dim=1, keepdim=True) / (g_p.norm(dim=1, keepdim=True) ** 2 + EPS)
+                d = (1 + alpha * c) * g_p - alpha * g
+        w = w - lr * d
+    return w.numpy()
+
+
+def classify(ends: np.ndarray) -> np.ndarray:
+    """'flat', 'sharp' or 'neither' for each end point (shape (n, 2)): the minimum within
+    END_RADIUS, if any."""
+    ends = np.atleast_2d(ends)
+    out = np.full(len(ends), "neither", dtype=object)
+    for name, point in minima().items():
+        near = np.linalg.norm(ends - point, axis=1) < END_RADIUS  # NaN (diverged): False
+        out[near] = name
+    return out
+
+
+@dataclass
+class BasinMap:
+    """Each optimizer's class ('flat', 'sharp', 'neither') for a grid of starts."""
+
+    xs: np.ndarray  # w1 of the columns
+    ys: np.ndarray  # w2 of the rows
+    classes: dict[str, np.ndarray]  # optimizer -> (len(ys), len(xs)) array of class names
+    steps: int = STEPS
+
+    def shares(self) -> dict[str, float]:
+        """The fraction of starts where each optimizer ends flat, and where the illustration
+        holds: GSAM ends flat while SAM ends sharp."""
+        out = {f"{name}_flat": float(np.mean(c == "flat")) for name, c in self.classes.items()}
+        out["gsam_flat_sam_sharp"] = float(np.mean((self.classes["gsam"] == "flat")
+                                                   & (self.classes["sam"] == "sharp")))
+        return out
+
+
+def basin_map(shape: tuple[int, int] = MAP_SHAPE, steps: int = STEPS) -> BasinMap:
+    """Classify every start of a (w1 x w2) grid over the plotted frame, for each optimizer."""
+    xs = np.linspace(*FRAME_X, shape[0])
+    ys = np.linspace(*FRAME_Y, shape[1])
+    starts = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    classes = {name: classify(final_points(name, starts, steps=steps)).reshape(len(ys), len(xs))
+               for name in OPTIMIZERS}
+    return BasinMap(xs, ys, classes, steps)
+
+
+def shares_text(shares: dict[str, float], shape: tuple[int, int] = MAP_SHAPE) -> str:
+    """The measured shares in one sentence (figure caption, table file, command output)."""
+    return (f"Of {shape[0] * shape[1]} starts on a {shape[0]} x {shape[1]} grid over the frame, "
+            f"GSAM ends flat while SAM ends sharp from {100 * shares['gsam_flat_sam_sharp']:.1f} "
+            f"%; each ends flat from: SGD {100 * shares['sgd_flat']:.1f} %, SAM "
+            f"{100 * shares['sam_flat']:.1f} %, GSAM {100 * shares['gsam_flat']:.1f} %.")
+
+
 @dataclass
 class ToyResult:
     """One optimizer's run: the path and what its end point looks like."""
@@ -171,7 +253,7 @@ def run_all(steps: int = STEPS) -> list[ToyResult]:
                 loss=float(loss(torch.tensor(end, dtype=torch.float64))),
                 surrogate_gap=surrogate_gap(end),
                 hessian_max_eig=max_eigenvalue(end),
-                basin=basin(end),
+                basin=str(classify(end)[0]),
             )
         )
     return results
@@ -217,8 +299,8 @@ def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
 
     from gsam_repro.report.figures import COLORS, paper_style
 
-    xs = np.linspace(-2.0, 2.0, 321)
-    ys = np.linspace(-0.7, 2.5, 257)
+    xs = np.linspace(*FRAME_X, 321)
+    ys = np.linspace(*FRAME_Y, 257)
     grid = torch.tensor(np.stack(np.meshgrid(xs, ys), axis=-1), dtype=torch.float64)
     values = loss(grid).numpy()
     points = minima()
@@ -240,7 +322,7 @@ def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
             )
         ax.set_xlabel("$w_1$")
         ax.set_ylabel("$w_2$")
-        ax.set_ylim(-0.7, 2.5)
+        ax.set_ylim(*FRAME_Y)
         ax.set_title("Illustrative 2-D loss (ours, not the paper's)", fontsize=7.5)
         ax.legend(loc="upper left", fontsize=6, framealpha=0.85)
         fig.tight_layout()
@@ -254,17 +336,79 @@ def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
     return written
 
 
-def write_outputs(results: list[ToyResult], out_dir: str | Path) -> list[Path]:
-    """Write the figure, the Markdown table and a CSV into out_dir (atomically, file by file)."""
+# Basin-map colours, apart in grey scale too: flat light, sharp dark, neither in between.
+CLASS_COLORS = {"flat": "#F2F2F2", "sharp": "#3A3A3A", "neither": "#A6A6A6"}
+
+
+def plot_basins(basins: BasinMap, out_dir: Path) -> list[Path]:
+    """One panel per optimizer: each start of the grid coloured by where that optimizer ends,
+    with the trajectories' start marked; as PNG and PDF (toy_basins.*)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from gsam_repro.report.figures import paper_style
+
+    shares = basins.shares()
+    cmap = ListedColormap([CLASS_COLORS[c] for c in CLASSES])
+    dx, dy = basins.xs[1] - basins.xs[0], basins.ys[1] - basins.ys[0]
+    extent = (basins.xs[0] - dx / 2, basins.xs[-1] + dx / 2,
+              basins.ys[0] - dy / 2, basins.ys[-1] + dy / 2)
+    with paper_style():
+        fig, axes = plt.subplots(1, len(OPTIMIZERS), figsize=(7.0, 2.5), sharey=True)
+        for ax, name in zip(axes, OPTIMIZERS, strict=True):
+            codes = np.vectorize(CLASSES.index)(basins.classes[name])
+            ax.imshow(codes, origin="lower", extent=extent, cmap=cmap, vmin=-0.5,
+                      vmax=len(CLASSES) - 0.5, aspect="auto", interpolation="nearest")
+            for point in minima().values():
+                ax.plot(*point, marker="x", color="#C44E52", ms=4, ls="none")
+            ax.plot(*START, marker="*", color="#C44E52", ms=6, ls="none")
+            ax.set_title(f"{name.upper()}: ends flat from {100 * shares[f'{name}_flat']:.1f} %",
+                         fontsize=7.5)
+            ax.set_xlabel("start $w_1$")
+        axes[0].set_ylabel("start $w_2$")
+        fig.legend(handles=[Patch(facecolor=CLASS_COLORS[c], edgecolor="0.3", label=c)
+                            for c in CLASSES], loc="lower center", ncol=3, fontsize=6.5)
+        fig.suptitle(f"Where each optimizer ends ({basins.steps} steps, lr {LR}, $\\rho$ {RHO}, "
+                     f"$\\alpha$ {ALPHA}); GSAM flat while SAM sharp: "
+                     f"{100 * shares['gsam_flat_sam_sharp']:.1f} % of starts",
+                     fontsize=7.5)
+        fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+        written = []
+        for suffix in ("png", "pdf"):
+            path = out_dir / f"toy_basins.{suffix}"
+            with atomic_path(path, suffix=f".{suffix}") as tmp:
+                fig.savefig(tmp, format=suffix, dpi=200)
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def write_outputs(results: list[ToyResult], out_dir: str | Path,
+                  basins: BasinMap | None = None) -> list[Path]:
+    """Write the figures, the Markdown table and CSVs into out_dir (atomically, file by file);
+    with `basins`, also the basin map and its shares (toy_basins.*)."""
     import csv
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = plot(results, out)
+    shape = (len(basins.xs), len(basins.ys)) if basins is not None else None
+    if basins is not None:
+        written += plot_basins(basins, out)
+        path = out / "toy_basins.csv"
+        atomic_write_text(path, "share,value\n" + "".join(
+            f"{k},{v:.6f}\n" for k, v in basins.shares().items()))
+        written.append(path)
     md = out / "toy_table.md"
     atomic_write_text(md, "Illustrative 2-D loss (ours, not the paper's function); start "
                       f"{START}, lr {LR}, rho {RHO}, GSAM alpha {ALPHA}, {STEPS} steps.\n\n"
-                      + markdown_table(results))
+                      + markdown_table(results)
+                      + (f"\nBasin map: {shares_text(basins.shares(), shape)}\n"
+                         if basins is not None else ""))
     written.append(md)
     rows = table_rows(results)
     path = out / "toy_table.csv"

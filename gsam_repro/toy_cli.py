@@ -11,6 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default results/toy)")
     parser.add_argument("--steps", type=int, default=None,
                         help="optimizer steps (default 200)")
+    parser.add_argument("--no-basins", action="store_true",
+                        help="skip the basin map (a grid of starts, each classified by where "
+                        "each optimizer ends; a few seconds)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,10 +25,14 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
     torch.set_num_threads(1)
-    results = toy.run_all(steps=args.steps or toy.STEPS)
-    files = toy.write_outputs(results, args.out)
+    steps = args.steps or toy.STEPS
+    results = toy.run_all(steps=steps)
+    basins = None if args.no_basins else toy.basin_map(steps=steps)
+    files = toy.write_outputs(results, args.out, basins)
     print("Illustrative 2-D loss (ours, not the paper's function): start "
           f"{toy.START}, lr {toy.LR}, rho {toy.RHO}, GSAM alpha {toy.ALPHA}")
     print(toy.markdown_table(results))
+    if basins is not None:
+        print("Basin map: " + toy.shares_text(basins.shares()))
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -124,3 +124,33 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+def test_suite_modules_are_the_suite_extras_import_names():
+    from gsam_repro.cli import SUITE_MODULES
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    import_name = {"pyyaml": "yaml", "scikit-learn": "sklearn"}  # where the two names differ
+    suite = _names(project["optional-dependencies"]["suite"])
+    assert SUITE_MODULES == {import_name.get(n, n) for n in suite}
+
+
+COMMAND_WITH_TORCH_ALONE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from gsam_repro.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_command_without_the_suite_says_which_extra_to_install(tmp_path):
+    (tmp_path / "site").mkdir()
+    folder = torch_alone(tmp_path / "site")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", COMMAND_WITH_TORCH_ALONE,
+                          str(folder), "sweep", "status", "spec.yaml"], capture_output=True,
+                         text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "pip install 'gsam-repro[suite]'" in out.stderr
+    assert out.stderr.startswith("gsam-repro: error: the command needs the suite's packages (")

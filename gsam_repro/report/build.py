@@ -17,7 +17,7 @@ from gsam_repro.errors import ConfigError, UsageError
 from gsam_repro.report import claims, paper, probes, tables, tuning
 from gsam_repro.report import figures as figs
 from gsam_repro.report.load import Sweep, load_sweep
-from gsam_repro.report.provenance import provenance_line
+from gsam_repro.report.provenance import provenance_line, stale_line
 from gsam_repro.report.render import Table, write_text
 
 TABLES = ("comparison", "table1", "cifar10_wrn16_8", "claims", "outcomes", "probes",
@@ -220,8 +220,8 @@ def _write_index(sweep: Sweep, report: Report, figure_files: list[Path], out: Pa
              "Accuracies in percent; cells are mean ± std (number of seeds). Bold: the best "
              "mean, chosen on the numbers. Tables also as LaTeX (booktabs) and CSV beside this "
              "file.", ""]
-    line = provenance_line(sweep.done)
-    if line:
+    for line in reversed([x for x in (provenance_line(sweep.done), stale_line(sweep.done))
+                          if x]):
         lines[4:4] = [line, ""]
     if tuning.is_tuned(sweep):
         lines[4:4] = [tuning.summary_line(sweep), ""]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gsam_repro.train.rundir import optimizer_file_change
+
 # What names a machine: the host, its CPU and the instruction set torch's kernels use there
 # (results differ in the last bits between them), and its GPU.
 MACHINE_KEYS = ("hostname", "cpu_model", "cpu_capability", "gpu_name")
@@ -44,3 +46,26 @@ def provenance_line(runs: pd.DataFrame) -> str | None:
         return None
     return (f"Provenance: the {len(runs)} runs span " + ", ".join(parts)
             + ": differences between optimizers may partly be differences of code or machine.")
+
+
+def stale_line(runs: pd.DataFrame) -> str | None:
+    """One line naming the runs whose user-given optimizer file changed since they ran (their
+    numbers are not those of the code as it is now), or None when there are none."""
+    if runs.empty or not {"optimizer.name", "optimizer_file_sha256"} <= set(runs.columns):
+        return None
+    seen: dict[tuple, str | None] = {}
+    stale = []
+    for run_dir, name, recorded in runs[["run_dir", "optimizer.name",
+                                         "optimizer_file_sha256"]].itertuples(index=False):
+        if pd.isna(recorded) or pd.isna(name):
+            continue
+        key = (str(name), str(recorded))
+        if key not in seen:
+            seen[key] = optimizer_file_change(*key)
+        if seen[key]:
+            stale.append(f"{run_dir} ({seen[key]})")
+    if not stale:
+        return None
+    return (f"Stale: {len(stale)} run{'s' if len(stale) > 1 else ''} used an optimizer file "
+            f"that has changed since: {'; '.join(stale)}. `gsam-repro sweep run` runs "
+            "them again.")

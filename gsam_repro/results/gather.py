@@ -30,21 +30,19 @@ import yaml
 
 from gsam_repro.errors import UsageError
 from gsam_repro.fsio import atomic_path, atomic_write_json, read_json
+from gsam_repro.results.run_reader import YAML_LOADER, Unreadable, read_run
 from gsam_repro.results.schema import PROBE_DTYPE, history_columns
 from gsam_repro.results.schema import run_columns as summary_columns
-from gsam_repro.train import config as run_config
 from gsam_repro.train import rundir
-from gsam_repro.train.config import PROBE_PREFIX, SECTIONS, flatten
-from gsam_repro.train.rundir import first_line
-from gsam_repro.train.rundir import run_id_from_dir_name as id_from_dir_name
+from gsam_repro.train.config import PROBE_PREFIX, SECTIONS
 
 RUNS_PARQUET = "runs.parquet"
 HISTORY_PARQUET = "history.parquet"
 INDEX = ".gather.json"
-GATHER_VERSION = 2  # 2: config.yaml checked against the run id; run notes in the index
+GATHER_VERSION = 3  # 2: config.yaml checked against the run id; run notes in the index;
+# 3: the optimizer file and its hash in the index (to flag stale runs without reading them)
 _FILES = (rundir.CONFIG, rundir.SUMMARY, rundir.FAILED, rundir.METRICS, rundir.ENV)
 _UNFINISHED = ("pending", "running")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class GatherWarning(UserWarning):
@@ -62,6 +60,7 @@ class GatherResult:
     written: bool = False  # False: nothing had changed, the files were left as they were
     skipped: dict[str, str] = field(default_factory=dict)  # run dir -> why it was left out
     notes: dict[str, list[str]] = field(default_factory=dict)  # run dir -> what was dropped
+    stale: dict[str, str] = field(default_factory=dict)  # run dir -> how its optimizer changed
 
 
 def _dtype(annotation: Any) -> str:
@@ -150,10 +149,6 @@ def frame(rows: list[dict], columns: dict[str, str]):
     return pd.DataFrame(data, columns=list(columns))
 
 
-class _Unreadable(Exception):
-    pass
-
-
 def _signature(run_dir: Path) -> list:
     sig = []
     for name in _FILES:
@@ -165,144 +160,9 @@ def _signature(run_dir: Path) -> list:
     return sig
 
 
-def _load_json(path: Path, required: bool = False) -> Any:
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        if required:
-            raise _Unreadable(f"no {path.name}") from None
-        return None
-    except (OSError, ValueError) as err:
-        raise _Unreadable(f"{path.name}: {err}") from None
-
-
-def _failed_error(run_dir: Path) -> str | None:
-    """failed.json's error (first line), "" when it has none, None when there is no file."""
-    try:
-        failed = _load_json(run_dir / rundir.FAILED)
-    except _Unreadable as err:
-        return f"unreadable {err}"
-    if failed is None:
-        return None
-    return first_line(failed.get("error") if isinstance(failed, dict) else None) or ""
-
-
-def _check_config_unchanged(run_dir: Path, config: dict, summary: dict | None) -> None:
-    """Raise _Unreadable when config.yaml no longer describes the run that trained: the run id
-    recomputed from its values must be the one recorded (its header, summary.json, the
-    directory name), or an edited file would put its values on another run's results."""
-    try:
-        actual = run_config.run_id(run_config.config_from_dict(config))
-    except UsageError as err:
-        raise _Unreadable(f"{rundir.CONFIG} is not a valid run config ({err})") from None
-    recorded = {rid for rid in (_header_run_id(run_dir / rundir.CONFIG),
-                                (summary or {}).get("run_id"), id_from_dir_name(run_dir.name))
-                if rid}
-    if recorded - {actual}:
-        raise _Unreadable(f"{rundir.CONFIG} was edited after the run: its values give run id "
-                          f"{actual}, but the run is {', '.join(sorted(recorded))}; restore "
-                          "the file (or move the run out of the sweep)")
-
-
-def _read_history(run_dir: Path, notes: list[str]) -> list[dict]:
-    """metrics.jsonl's epochs; a line that is not a JSON mapping is skipped with a note."""
-    history: list[dict] = []
-    with open(run_dir / rundir.METRICS, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError as err:
-                notes.append(f"{rundir.METRICS} line {number} is not JSON ({err}): skipped")
-                continue
-            if not isinstance(entry, dict):
-                notes.append(f"{rundir.METRICS} line {number} is not a mapping: skipped")
-                continue
-            history.append(entry)
-    return history
-
-
-def read_run(run_dir: Path, sweep: str,
-             notes: list[str] | None = None) -> tuple[dict, list[dict]]:
-    """One run directory -> (its runs.parquet row, its history rows). Status is read from the
-    files only (done, diverged, failed or pending); raises _Unreadable for a directory with no
-    trustworthy config. What was kept despite a problem (a malformed metrics line, a missing
-    metrics.jsonl) is appended to `notes`."""
-    notes = [] if notes is None else notes
-    try:
-        with open(run_dir / rundir.CONFIG, encoding="utf-8") as handle:
-            config = yaml.load(handle, Loader=_Loader)
-    except FileNotFoundError:
-        error = _failed_error(run_dir)
-        if error is None:
-            raise _Unreadable(f"no {rundir.CONFIG} (the run has not started)") from None
-        rid = id_from_dir_name(run_dir.name) or run_dir.name  # failed before its config
-        return {"run_id": rid, "sweep": sweep, "run_dir": f"runs/{run_dir.name}",
-                "status": "failed", "error": error or f"see {rundir.FAILED}"}, []
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        raise _Unreadable(f"{rundir.CONFIG}: {err}") from None
-    if not isinstance(config, dict):
-        raise _Unreadable(f"{rundir.CONFIG} is not a mapping")
-    summary_error = None
-    try:
-        summary = _load_json(run_dir / rundir.SUMMARY)
-    except _Unreadable as err:  # the run finished, but how is lost: failed, and says why
-        summary, summary_error = None, f"unreadable {err}"
-    if summary is not None and not isinstance(summary, dict):
-        summary, summary_error = None, f"unreadable {rundir.SUMMARY}: not a mapping"
-    _check_config_unchanged(run_dir, config, summary)
-    failed = _failed_error(run_dir)
-    try:
-        history = _read_history(run_dir, notes)
-    except FileNotFoundError:
-        history = []
-        if failed is None:
-            notes.append(f"no {rundir.METRICS}: the run has no history rows")
-    run_id = ((summary or {}).get("run_id") or _header_run_id(run_dir / rundir.CONFIG)
-              or id_from_dir_name(run_dir.name) or run_dir.name)
-    row: dict[str, Any] = {"run_id": run_id, "sweep": sweep, "run_dir": f"runs/{run_dir.name}"}
-    row.update(flatten(config))
-    if summary_error is not None:
-        row["status"] = "failed"
-        row["error"] = summary_error
-    elif summary is not None:
-        known = summary_columns()
-        row.update({k: v for k, v in summary.items()
-                    if (k in known or k.startswith(PROBE_PREFIX)) and k not in row})
-        status = summary.get("status", "done")
-        row["status"] = status if status in ("done", "diverged") else "failed"
-    elif failed is not None:
-        row["status"] = "failed"
-        row["error"] = failed or None
-    else:
-        row["status"] = "pending"
-        row["epochs_completed"] = len(history)
-    if summary is None or not summary.get("torch_version"):
-        env = _load_json(run_dir / rundir.ENV) or {}
-        if isinstance(env, dict):
-            row.setdefault("torch_version", env.get("torch"))
-            row.setdefault("device", env.get("device_name") or env.get("device"))
-            row.setdefault("git_sha", env.get("git_sha"))
-            row.setdefault("hostname", env.get("hostname"))
-    epochs = [{**entry, "run_id": run_id, "sweep": sweep} for entry in history]
-    return row, epochs
-
-
-def _header_run_id(path: Path) -> str | None:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.startswith("# run_id:"):
-                return line.split(":", 1)[1].strip()
-            if not line.startswith("#"):
-                return None
-    return None
-
-
 def _sweep_name(sweep_dir: Path) -> str:
     try:
-        spec = yaml.load((sweep_dir / rundir.SPEC_FILE).read_text(), Loader=_Loader)
+        spec = yaml.load((sweep_dir / rundir.SPEC_FILE).read_text(), Loader=YAML_LOADER)
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
             return spec["name"]
     except (OSError, ValueError, yaml.YAMLError):
@@ -335,6 +195,24 @@ def _live_statuses(sweep_dir: Path, run_ids: dict[str, str],
     for name, rid in run_ids.items():
         state, error = live.get(rid, ("pending", None))
         out[name] = ("pending" if state == "queued" else state, error)
+    return out
+
+
+def stale_runs(entries: dict[str, dict]) -> dict[str, str]:
+    """runs/<dir> -> why, for finished runs whose optimizer file changed since they ran
+    (rundir.optimizer_file_change), from the index entries: checked on every gather, since the
+    file can change while the run directory does not."""
+    seen: dict[tuple, str | None] = {}
+    out = {}
+    for name, entry in sorted(entries.items()):
+        recorded = entry.get("optimizer_file")
+        if entry.get("skip") or entry.get("status") not in ("done", "diverged") or not recorded:
+            continue
+        key = tuple(recorded)
+        if key not in seen:
+            seen[key] = rundir.optimizer_file_change(*key)
+        if seen[key]:
+            out[f"{rundir.RUNS}/{name}"] = seen[key]
     return out
 
 
@@ -373,7 +251,7 @@ def gather(sweep_dir: str | Path, *, full: bool = False,
         notes: list[str] = []
         try:
             row, epochs = read_run(runs_dir / name, sweep, notes)
-        except _Unreadable as err:
+        except Unreadable as err:
             entries[name] = {"sig": signatures[name], "skip": str(err)}
             continue
         new_rows.append(row)
@@ -382,6 +260,9 @@ def gather(sweep_dir: str | Path, *, full: bool = False,
                          "run_id": row["run_id"]}
         if notes:
             entries[name]["notes"] = notes
+        if row.get("optimizer_file_sha256"):
+            entries[name]["optimizer_file"] = [row.get("optimizer.name"),
+                                               row["optimizer_file_sha256"]]
     for name in unchanged:
         entries[name] = previous[name]
     result.read = len(changed)
@@ -411,6 +292,13 @@ def gather(sweep_dir: str | Path, *, full: bool = False,
         listed = "; ".join(f"{d} ({why})" for d, why in result.skipped.items())
         warnings.warn(f"left out {len(result.skipped)} unreadable run "
                       f"director{'y' if len(result.skipped) == 1 else 'ies'}: {listed}",
+                      GatherWarning, stacklevel=2)
+    result.stale = stale_runs(entries)
+    if result.stale:
+        listed = "; ".join(f"{d} ({why})" for d, why in result.stale.items())
+        warnings.warn(f"{len(result.stale)} stale run director"
+                      f"{'y' if len(result.stale) == 1 else 'ies'} (the optimizer file changed "
+                      f"since the run; `sweep run` runs it again): {listed}",
                       GatherWarning, stacklevel=2)
     if result.notes:
         listed = "; ".join(f"{d} ({', '.join(why)})" for d, why in result.notes.items())

@@ -124,12 +124,13 @@ def _show(sweep, args: argparse.Namespace) -> int:
     print(format_header(sweep, counts))
     print()
     print(format_table(sweep, states, limit=None if args.all else LISTED))
-    failed = [(r, states[r.run_id]) for r in sweep.runs if states[r.run_id].state == "failed"]
-    if failed:
-        print()
-        print("failed:")
-        for run, state in failed[: None if args.all else 20]:
-            print(f"  {run.name}: {state.error or 'see failed.json'}")
+    for kind in ("stale", "failed"):  # stale: `sweep run` runs them again
+        listed = [(r, states[r.run_id]) for r in sweep.runs if states[r.run_id].state == kind]
+        if listed:
+            print()
+            print(f"{kind}:")
+            for run, state in listed[: None if args.all else 20]:
+                print(f"  {run.name}: {state.error or 'see failed.json'}")
     others = len(store.index_run_dirs(spec.out_dir).keys() - states.keys())
     if others:
         print(f"\n{others} other run director{'y' if others == 1 else 'ies'} in "
@@ -150,7 +151,7 @@ def format_header(sweep, counts: dict[str, int]) -> str:
     for key, values in iter_axes_summary(sweep):
         shown = ", ".join(values[:12]) + (", ..." if len(values) > 12 else "")
         lines.append(f"  {key}: {shown}")
-    order = ("done", "diverged", "failed", "running", "pending")
+    order = ("done", "diverged", "stale", "failed", "running", "pending")
     lines.append("  " + ", ".join(f"{counts[s]:,} {s}" for s in order if counts.get(s)))
     return "\n".join(lines)
 
@@ -187,7 +188,7 @@ def _run(sweep, args: argparse.Namespace) -> int:
     sweep_dir = spec.out_dir.resolve()
     states = store.run_states(sweep_dir, [r.run_id for r in sweep.runs])
     index = store.index_run_dirs(sweep_dir)
-    wanted = ("pending", "failed") if args.retry_failed else ("pending",)
+    wanted = ("pending", "stale", "failed") if args.retry_failed else ("pending", "stale")
     todo = [r for r in sweep.runs
             if states[r.run_id].state in wanted and not states[r.run_id].live_job]
     live = {r.run_id: sweep_dir / store.RUNS / index.get(r.run_id, r.name)

@@ -36,6 +36,7 @@ from gsam_repro.sweep import pool, store
 from gsam_repro.sweep.executor import ExecutorSpec
 from gsam_repro.train import rundir
 from gsam_repro.train.config import RunConfig
+from gsam_repro.train.rundir import optimizer_file
 
 SLURM_ARRAY_MAX = 1000  # tasks per job array (SLURM's default MaxArraySize is 1001)
 POLL_S = {"local": 0.5, "debug": 0.0, "slurm": 30.0}
@@ -214,6 +215,7 @@ def run_tasks(
     sweep_dir = Path(sweep_dir)
     adopted = adopted or {}
     progress = progress or Progress(len(tasks) + len(adopted), job_name, enabled=False)
+    _set_aside_stale(tasks, sweep_dir)
     for task in tasks:  # a retried run starts clean: its old failure is kept aside
         for name in (store.FAILED, store.SUMMARY):
             path = task.run_dir / name
@@ -230,6 +232,27 @@ def run_tasks(
                                 and all(pool.is_short(t.config) for t in tasks)):
         return _run_pool(tasks, sweep_dir, executor, max_parallel, adopted, progress)
     return _run_local(tasks, sweep_dir, executor, job_name, max_parallel, adopted, progress)
+
+
+def _set_aside_stale(tasks: list[Task], sweep_dir: Path) -> None:
+    """Runs finished with an optimizer file that has changed since (store.stale_reason) run
+    again from scratch: their old directories move to the sweep's stale/ folder first, so no
+    result is overwritten or lost. Refused, before anything moves, when the file is gone."""
+    stale = []
+    for task in tasks:
+        state = store.finished_state(task.run_dir) if task.run_dir.is_dir() else None
+        why = store.stale_reason(task.run_dir) if state and state.state != "failed" else None
+        if why:
+            stale.append((task, why))
+    gone = [why for task, why in stale
+            if not Path(optimizer_file(task.config.optimizer.name) or "").is_file()]
+    if gone:
+        raise UsageError(f"cannot rerun {len(gone)} stale run(s): {gone[0]}; restore the file "
+                         "(or remove those runs from the sweep)")
+    for task, why in stale:
+        moved = store.set_aside(sweep_dir, task.run_dir)
+        print(f"{task.run_dir.name}: {why}: running it again; the old run is now in {moved}",
+              file=sys.stderr)
 
 
 def _max_parallel(tasks: list[Task], executor: ExecutorSpec, max_parallel: int | None) -> int:

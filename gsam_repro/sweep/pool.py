@@ -40,10 +40,42 @@ WORKER_MODULE = "gsam_repro.sweep.pool"  # in the workers' command line (store.p
 _FRAME = struct.Struct("<Q")
 
 
+# Registered optimizers that take two forward/backward passes a step; used only to order runs
+# (a wrong guess for a user's optimizer costs some balance, nothing else).
+TWO_PASS_NAMES = frozenset({"sam", "gsam", "weighted"})
+
+
 def is_short(config: Any) -> bool:
     """True when a run's training images (train set x epochs) are at most SHORT_RUN_IMAGES."""
     size = config.data.train_size or KNOWN_TRAIN_SIZES.get(config.data.name)
     return size is not None and size * config.schedule.epochs <= SHORT_RUN_IMAGES
+
+
+def estimated_cost(config: Any) -> float:
+    """Training images x epochs x passes a step: a run's relative length, to start the longest
+    runs first so the sweep does not end waiting on one long run started last."""
+    size = config.data.train_size or KNOWN_TRAIN_SIZES.get(config.data.name) or 0
+    passes = 2 if str(config.optimizer.name).lower() in TWO_PASS_NAMES else 1
+    return float(size * config.schedule.epochs * passes)
+
+
+def start_order(tasks: list) -> list:
+    """The tasks longest first (estimated_cost), in spec order among equals."""
+    return sorted(tasks, key=lambda t: -estimated_cost(t.config))
+
+
+def warm_up() -> None:
+    """Import, before the first run, what a fresh process would import inside it (found with
+    `python -X importtime`): the trainer's modules, and torch._dynamo, which torch's optimizers
+    import on their first parameter group and which is most of that time. A worker pays it
+    once, at start, not as a pause inside its first run."""
+    import torch._dynamo  # noqa: F401 - torch.optim.Optimizer.add_param_group imports it
+    import torch.utils.serialization  # noqa: F401 - torch.save's, on the first checkpoint
+
+    import gsam_repro.data.loaders  # noqa: F401
+    import gsam_repro.models.cifar  # noqa: F401 - the models, torch only
+    import gsam_repro.optim  # noqa: F401
+    import gsam_repro.train.loop  # noqa: F401
 
 
 @dataclass
@@ -108,7 +140,7 @@ def run_pool(tasks: list, *, sweep_dir: Path, executor: Any, max_parallel: int,
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    queue = list(tasks)
+    queue = start_order(tasks)
     timeouts: dict[str, int] = {}
     timeout_s = executor.timeout_min * 60
     poll = executor.poll_s or 0.5
@@ -217,6 +249,8 @@ def worker_main() -> int:
 
     from gsam_repro.sweep.dispatch import RunJob
 
+    warm_up()
+
     while (job := _read_job(source)) is not None:
         log = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         sys.stdout.flush()
@@ -235,4 +269,9 @@ def worker_main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main())
+    code = worker_main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip the interpreter's teardown, which takes seconds after a run on digits while
+    # `sweep run` waits for its workers to exit; every run's files are closed by now.
+    os._exit(code)

@@ -7,7 +7,10 @@ spec as run), `jobs.json` (the jobs `sweep run` submitted: run id -> executor, j
 The state of a run, in this order:
 
 1. `done` or `diverged`: its `summary.json` exists (the trainer writes it last, atomically) and
-   says so. A summary that cannot be read counts as `failed`.
+   says so. A summary that cannot be read counts as `failed`. A finished run whose user-given
+   optimizer file (`path/to/file.py:Class`) no longer has the sha256 the run recorded (the file
+   was edited or is gone) is `stale` instead: its results are not those of the code the sweep
+   would run now. `sweep run` runs it again after moving its old directory to `stale/`.
 2. `failed`: its `failed.json` exists (the run raised, or `sweep run` saw its job end without a
    summary), or a SLURM job recorded for it has ended (COMPLETED, FAILED, CANCELLED, TIMEOUT,
    OUT_OF_MEMORY, NODE_FAIL, ...) without a summary.
@@ -43,6 +46,7 @@ from gsam_repro.train.rundir import (
     first_line,
     hold_lock,
     run_id_from_dir_name,
+    stale_reason,
 )
 from gsam_repro.train.rundir import METRICS as METRICS
 from gsam_repro.train.rundir import SPEC_FILE as SPEC_FILE
@@ -50,6 +54,7 @@ from gsam_repro.train.rundir import SPEC_FILE as SPEC_FILE
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".sweep.lock"
 SUBMITIT = "submitit"
+STALE_DIR = "stale"  # old directories of stale runs, kept when they run again
 
 SLURM_QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
                           "SUSPENDED", "STOPPED", "CONFIGURING"})
@@ -62,7 +67,7 @@ SLURM_RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
 
 @dataclass
 class RunState:
-    state: str  # done | diverged | failed | running | pending
+    state: str  # done | diverged | stale | failed | running | pending
     run_dir: Path | None  # None: never started
     error: str | None = None
     live_job: bool = False  # a job for it is queued or running: do not submit another
@@ -127,6 +132,10 @@ def run_states(
         if state is None:
             state = RunState("pending", run_dir)
             unfinished.append(rid)
+        elif state.state in ("done", "diverged"):
+            why = stale_reason(run_dir)
+            if why:
+                state = RunState("stale", run_dir, why)
         states[rid] = state
     if live and unfinished:
         for rid, (state, error) in recorded_job_states(sweep_dir, unfinished).items():
@@ -134,6 +143,24 @@ def run_states(
             states[rid].error = error
             states[rid].live_job = state in ("running", "queued")
     return states
+
+
+# ----------------------------------------------------------------------------------------------
+# stale runs: a user-given optimizer file changed since the run
+
+
+def set_aside(sweep_dir: Path, run_dir: Path) -> Path:
+    """Move a stale run's directory to `stale/` in the sweep (never over an earlier one), so
+    its rerun starts clean and the old outputs stay on disk. Returns where it went."""
+    target_dir = Path(sweep_dir) / STALE_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / Path(run_dir).name
+    n = 1
+    while target.exists():
+        n += 1
+        target = target_dir / f"{Path(run_dir).name}.{n}"
+    os.replace(run_dir, target)
+    return target
 
 
 # ----------------------------------------------------------------------------------------------

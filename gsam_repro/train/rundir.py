@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from gsam_repro.errors import UsageError
-from gsam_repro.fsio import atomic_write_text
+from gsam_repro.fsio import atomic_write_text, read_json
 
 # The files of a run directory: defined here only, imported by the sweep, gather and reports.
 CONFIG = "config.yaml"
@@ -217,6 +217,42 @@ def optimizer_file(name: str) -> str | None:
     """The file of a `path/to/file.py:Class` optimizer name, else None."""
     target = name.rpartition(":")[0]
     return target if target.endswith(".py") else None
+
+
+def optimizer_file_change(name: Any, recorded: Any) -> str | None:
+    """Why a run of optimizer `name` that recorded file hash `recorded` is out of date: its
+    `file.py` (read from the current directory, as the trainer reads it) now hashes to something
+    else or is gone. None when it is unchanged or the run used no optimizer file."""
+    if not isinstance(name, str) or not isinstance(recorded, str) or not recorded:
+        return None
+    path = optimizer_file(name)
+    if path is None:
+        return None
+    current = file_sha256(path)
+    if current is None:
+        return f"optimizer file {path} is gone (the run used sha256 {recorded[:12]})"
+    if current != recorded:
+        return (f"optimizer file {path} changed since the run (sha256 {recorded[:12]} then, "
+                f"{current[:12]} now)")
+    return None
+
+
+def stale_reason(run_dir: Path) -> str | None:
+    """optimizer_file_change for a finished run directory, from its summary.json and
+    config.yaml (read only when the summary recorded an optimizer file)."""
+    try:
+        summary = read_json(Path(run_dir) / SUMMARY)
+    except (OSError, ValueError):
+        return None
+    recorded = summary.get("optimizer_file_sha256") if isinstance(summary, dict) else None
+    if not recorded:
+        return None
+    try:
+        config = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
+        name = config["optimizer"]["name"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return f"{CONFIG} does not name the optimizer whose file the run recorded"
+    return optimizer_file_change(name, recorded)
 
 
 def device_name(device) -> str:

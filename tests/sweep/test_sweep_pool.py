@@ -132,3 +132,47 @@ def test_a_worker_running_a_run_reads_as_running(tmp_path):
     finally:
         worker.stdin.close()  # no work: it exits
         assert worker.wait(timeout=120) == 0
+
+
+def test_longest_runs_start_first(tmp_path):
+    """Two-pass optimizers and longer runs go to the workers first, so the sweep does not end
+    waiting on a long run started last; equals keep the spec's order."""
+    spec = write_spec(tmp_path, """
+        grid:
+          optimizer:
+            - {name: sgd}
+            - {name: sam, rho: 0.05}
+            - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
+          schedule.epochs: [1, 3]
+        """)
+    sweep = expand(load_spec(spec))
+    tasks = [dispatch.Task(r.run_id, tmp_path / r.name, sweep.config(r)) for r in sweep.runs]
+    order = [(t.config.optimizer.name, t.config.schedule.epochs) for t in pool.start_order(tasks)]
+    expected = [("sam", 3), ("gsam", 3), ("sgd", 3), ("sam", 1), ("gsam", 1), ("sgd", 1)]
+    assert sorted(order, key=expected.index) == order == expected
+
+
+def test_a_warm_worker_imports_nothing_inside_its_first_run(tmp_path):
+    """What a fresh process would import during its first run, warm_up imported before it."""
+    import subprocess
+    import sys
+
+    script = textwrap.dedent("""
+        import sys
+        from gsam_repro.sweep.dispatch import RunJob
+        from gsam_repro.sweep.pool import warm_up
+        from gsam_repro.train.config import config_from_dict
+        warm_up()
+        config = config_from_dict({
+            "data": {"name": "synthetic", "train_size": 32, "test_size": 16, "image_size": 8,
+                     "batch_size": 16, "eval_batch_size": 16},
+            "model": {"name": "small_cnn"}, "schedule": {"epochs": 1},
+            "optimizer": {"name": "gsam", "lr": 0.05, "rho_max": 0.05, "rho_min": 0.01}})
+        before = set(sys.modules)
+        RunJob(config, sys.argv[1], 1)()
+        print("new:", sorted(set(sys.modules) - before))
+        """)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "new: []"

@@ -31,7 +31,7 @@ from train_testkit import read_json, read_metrics, smoke_tree
 
 from gsam_repro.data import build_data
 from gsam_repro.models import create_model
-from gsam_repro.results.gather import read_run
+from gsam_repro.results.run_reader import read_run
 from gsam_repro.train import config_from_dict, distributed, run
 from gsam_repro.train.measure import evaluate
 
