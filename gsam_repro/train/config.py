@@ -30,6 +30,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LOADERS = ("auto", "gpu", "torch")
 ADAPTIVE = (False, "paper", "asam")
 DEFAULT_PROBE_RHOS = (0.01, 0.02, 0.05, 0.1)
+RUN_ID_LENGTH = 10  # hex digits of a run id
 PROBE_PREFIX = "probe_h_rho"  # summary.json / runs.parquet columns probe_h_rho<r>
 
 
@@ -166,9 +167,7 @@ class RunConfig:
     @property
     def lr_min(self) -> float:
         """The schedule's lr_min resolved (optimizer.lr / 100 when not given)."""
-        if self.schedule.lr_min is None:
-            return self.optimizer.lr / 100
-        return self.schedule.lr_min
+        return resolve_lr_min(self.optimizer.lr, self.schedule.lr_min)
 
 
 # Keys that cannot change a run's result: excluded from the run id.
@@ -450,13 +449,34 @@ def identifying(key: str, value: Any) -> bool:
     return key not in OMITTED_AT_DEFAULT or value != OMITTED_AT_DEFAULT[key]
 
 
-def canonical_json(cfg: RunConfig) -> str:
-    """Sorted-key JSON of the identifying part of the resolved config."""
-    flat = {k: v for k, v in cfg.flat().items() if identifying(k, v)}
+def resolve_lr_min(lr: float, lr_min: float | None) -> float:
+    """The schedule's final learning rate: `lr_min`, or lr / 100 (the paper's) when not given."""
+    return lr / 100 if lr_min is None else lr_min
+
+
+def id_fragment(key: str, value: Any) -> str:
+    """One flat key's piece of the canonical JSON (`"key":value`); empty when the run id leaves
+    the key out at this value. `schedule.lr_min` must come resolved (see `resolve_lr_min`)."""
+    if not identifying(key, value):
+        return ""
+    dump = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(key) + ":" + dump
+
+
+def id_from_fragments(fragments: list[str], length: int = RUN_ID_LENGTH) -> str:
+    """The run id of a config given as its `id_fragment`s in sorted key order (empty ones are
+    skipped): the one hash every run id comes from, the trainer's and the sweep's alike."""
+    text = "{" + ",".join(f for f in fragments if f) + "}"
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _id_flat(cfg: RunConfig) -> dict[str, Any]:
+    flat = cfg.flat()
     flat["schedule.lr_min"] = cfg.lr_min
-    return json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
+    return flat
 
 
-def run_id(cfg: RunConfig, length: int = 10) -> str:
+def run_id(cfg: RunConfig, length: int = RUN_ID_LENGTH) -> str:
     """Short stable hash: the same run asked for twice gets the same id."""
-    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:length]
+    flat = _id_flat(cfg)
+    return id_from_fragments([id_fragment(k, flat[k]) for k in sorted(flat)], length)
