@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gsam_repro.errors import ConfigError
+from gsam_repro.optim.rules import check_adaptive, check_rho_range
 from gsam_repro.yamlio import KeyLines, load_yaml, parse_override, set_dotted
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "synthetic")
@@ -28,7 +29,6 @@ AUGMENTS = ("none", "cifar", "inception")
 DECAYS = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOADERS = ("auto", "gpu", "torch")
-ADAPTIVE = (False, "paper", "asam")
 DEFAULT_PROBE_RHOS = (0.01, 0.02, 0.05, 0.1)
 RUN_ID_LENGTH = 10  # hex digits of a run id
 PROBE_PREFIX = "probe_h_rho"  # summary.json / runs.parquet columns probe_h_rho<r>
@@ -362,10 +362,14 @@ def check_config(cfg: RunConfig, err) -> None:
         at_least(f"optimizer.{key}", getattr(o, key), 0.0)
         if getattr(o, key) is not None and getattr(o, key) > 1:
             raise err(f"optimizer.{key}", f"must be <= 1, got {getattr(o, key)!r}")
-    if o.rho_max is not None and o.rho_min is not None and o.rho_min > o.rho_max:
-        raise err("optimizer.rho_min", f"{o.rho_min} is larger than rho_max {o.rho_max}")
-    if o.adaptive is not None:
-        choice("optimizer.adaptive", o.adaptive, ADAPTIVE)
+    try:  # the optimizers' own rules (gsam_repro.optim.rules), named by config key here
+        check_rho_range(o.rho_max, o.rho_min)
+    except ValueError as problem:
+        raise err("optimizer.rho_min", str(problem)) from None
+    try:
+        check_adaptive(o.adaptive)
+    except ValueError as problem:
+        raise err("optimizer.adaptive", str(problem)) from None
     at_least("schedule.epochs", s.epochs, 1)
     at_least("schedule.warmup_steps", s.warmup_steps, 0)
     choice("schedule.decay", s.decay, DECAYS)
