@@ -9,6 +9,7 @@ import textwrap
 import pytest
 from sweep_testkit import cli, write_spec
 
+from gsam_repro.errors import ConfigError
 from gsam_repro.sweep.plan import expand
 from gsam_repro.sweep.spec import load_spec
 from gsam_repro.train.config import config_from_dict, run_id
@@ -86,3 +87,15 @@ def test_the_old_base_null_spelling_names_the_same_run(tmp_path):
                       name="old.yaml")
     old = expand(load_spec(spec, ["base.optimizer.rho=0.05", "base.optimizer.base=sgd"]))
     assert [r.run_id for r in old.runs] == [dropped.run_id]
+
+
+def test_forced_keys_are_dropped_too_but_an_include_entry_is_its_own_variant(tmp_path):
+    spec = write_spec(tmp_path, "grid:\n  optimizer:\n    - {name: sgd}\n    - {name: sam}\n")
+    sweep = expand(load_spec(spec, ["optimizer.rho=0.1"]))  # -o on a config key: forced
+    assert [r.dropped for r in sweep.runs] == [("optimizer.rho",), ()]
+    assert sweep.config(sweep.runs[1]).optimizer.rho == 0.1
+    bad = write_spec(tmp_path, "grid:\n  optimizer: [{name: sam}]\ninclude:\n"
+                     "  - {optimizer.name: sgd, optimizer.rho: 0.1}\n", name="bad.yaml")
+    with pytest.raises(ConfigError) as caught:
+        expand(load_spec(bad))
+    assert "include[0].optimizer.rho" in str(caught.value)
