@@ -362,14 +362,12 @@ def check_config(cfg: RunConfig, err) -> None:
         at_least(f"optimizer.{key}", getattr(o, key), 0.0)
         if getattr(o, key) is not None and getattr(o, key) > 1:
             raise err(f"optimizer.{key}", f"must be <= 1, got {getattr(o, key)!r}")
-    try:  # the optimizers' own rules (gsam_repro.optim.rules), named by config key here
-        check_rho_range(o.rho_max, o.rho_min)
-    except ValueError as problem:
-        raise err("optimizer.rho_min", str(problem)) from None
-    try:
-        check_adaptive(o.adaptive)
-    except ValueError as problem:
-        raise err("optimizer.adaptive", str(problem)) from None
+    for key, rule, args in (("optimizer.rho_min", check_rho_range, (o.rho_max, o.rho_min)),
+                            ("optimizer.adaptive", check_adaptive, (o.adaptive,))):
+        try:  # the optimizers' own rules (gsam_repro.optim.rules), named by config key here
+            rule(*args)
+        except ValueError as problem:
+            raise err(key, str(problem)) from None
     at_least("schedule.epochs", s.epochs, 1)
     at_least("schedule.warmup_steps", s.warmup_steps, 0)
     choice("schedule.decay", s.decay, DECAYS)
@@ -474,13 +472,7 @@ def id_from_fragments(fragments: list[str], length: int = RUN_ID_LENGTH) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _id_flat(cfg: RunConfig) -> dict[str, Any]:
-    flat = cfg.flat()
-    flat["schedule.lr_min"] = cfg.lr_min
-    return flat
-
-
 def run_id(cfg: RunConfig, length: int = RUN_ID_LENGTH) -> str:
     """Short stable hash: the same run asked for twice gets the same id."""
-    flat = _id_flat(cfg)
+    flat = cfg.flat() | {"schedule.lr_min": cfg.lr_min}
     return id_from_fragments([id_fragment(k, flat[k]) for k in sorted(flat)], length)
