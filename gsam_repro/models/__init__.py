@@ -13,7 +13,7 @@ import re
 
 from gsam_repro.errors import UsageError
 
-__all__ = ["create_model", "model_names"]
+__all__ = ["create_model", "model_names", "unknown_model"]
 
 _WRN = re.compile(r"^wrn(\d+)_(\d+)$")
 
@@ -43,6 +43,22 @@ def _suggest(name: str) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
+def unknown_model(name: str) -> str | None:
+    """The error `create_model` gives for a name it cannot build, or None for a known name; a
+    sweep asks before any run starts."""
+    from gsam_repro.models.cifar import CIFAR_MODELS
+
+    if name in CIFAR_MODELS or _WRN.match(name) or name in PAPER_MODELS:
+        return None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import timm
+
+    if timm.is_model(name):
+        return None
+    return (f"unknown model {name!r} (not a CIFAR net here, nor a timm model)"
+            f"{_suggest(name)}")
+
+
 def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs):
     """A freshly initialised model (never pretrained: runs start from the seed's weights)."""
     from gsam_repro.models.cifar import CIFAR_MODELS, wrn
@@ -69,9 +85,9 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs):
         except TypeError as err:
             raise UsageError(f"model.kwargs: {name}: {err}") from None
 
-    if not timm.is_model(name):
-        raise UsageError(f"model.name: unknown model {name!r} (not a CIFAR net here, nor a timm "
-                         f"model){_suggest(name)}")
+    problem = unknown_model(name)
+    if problem:
+        raise UsageError(f"model.name: {problem}")
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes,
                                  in_chans=in_chans, **kwargs)

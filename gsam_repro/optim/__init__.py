@@ -6,32 +6,40 @@
     loss = opt.step(closure)      # closure: forward + backward, returns the loss
 
 See docs/optimizers.md for the math, BatchNorm, DDP, mixed precision and adding your own.
+
+The names below are imported on first use, so that the torch-free rules in
+`gsam_repro.optim.rules` (which run configs are checked against) can be imported without torch.
 """
 
-from gsam_repro.optim.amp import scaled_step
-from gsam_repro.optim.facts import optimizer_facts
-from gsam_repro.optim.gsam import GSAM
-from gsam_repro.optim.registry import (
-    available_optimizers,
-    create_optimizer,
-    register_optimizer,
-    resolve_optimizer,
-)
-from gsam_repro.optim.rho import rho_at
-from gsam_repro.optim.sam import SAM, STAT_NAMES, SharpnessAware
-from gsam_repro.optim.weighted import WeightedSAM
+from __future__ import annotations
 
-__all__ = [
-    "GSAM",
-    "SAM",
-    "STAT_NAMES",
-    "SharpnessAware",
-    "WeightedSAM",
-    "available_optimizers",
-    "create_optimizer",
-    "optimizer_facts",
-    "register_optimizer",
-    "resolve_optimizer",
-    "rho_at",
-    "scaled_step",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "scaled_step": "amp",
+    "optimizer_facts": "facts",
+    "GSAM": "gsam",
+    "available_optimizers": "registry",
+    "create_optimizer": "registry",
+    "register_optimizer": "registry",
+    "resolve_optimizer": "registry",
+    "rho_at": "rho",
+    "SAM": "sam",
+    "STAT_NAMES": "sam",
+    "SharpnessAware": "sam",
+    "WeightedSAM": "weighted",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from gsam_repro.optim.rules import check_rho_range
+
 
 def check_rho_schedule(
     rho_max: float, rho_min: float, lr_max: float, lr_min: float, *, rho_name: str = "rho_max"
 ) -> None:
     """Raise ValueError naming the first bad argument of a rho schedule."""
-    if rho_max < 0:
-        raise ValueError(f"{rho_name} must be >= 0, got {rho_max}")
-    if rho_min < 0:
-        raise ValueError(f"rho_min must be >= 0, got {rho_min}")
-    if rho_min > rho_max:
-        raise ValueError(f"rho_min ({rho_min}) must not be larger than {rho_name} ({rho_max})")
+    check_rho_range(rho_max, rho_min, rho_name)
     if lr_min < 0:
         raise ValueError(f"lr_min must be >= 0, got {lr_min}")
     if lr_max < lr_min:

@@ -24,10 +24,10 @@ from torch import Tensor
 
 from gsam_repro.optim.chunks import Chunk
 from gsam_repro.optim.rho import check_rho_schedule, rho_at
+from gsam_repro.optim.rules import check_adaptive
 from gsam_repro.optim.variants import FULL, REUSE, VARIANT_OPTIONS, StepPlan
 
 EPS = 1e-12
-ADAPTIVE_MODES = (False, "paper", "asam")
 STAT_NAMES = ("f", "f_p", "h", "rho", "grad_norm", "grad_p_norm", "cos")
 PLAN_KEY = "sharpness_aware_steps"  # the cheap variants' part of a state dict
 # Options every sharpness-aware optimizer takes, whatever its own constructor names.
@@ -218,12 +218,9 @@ class SharpnessAware(torch.optim.Optimizer):
                 f"base_optimizer: expected a torch optimizer class or instance, "
                 f"got {base_optimizer!r}"
             )
+        check_adaptive(adaptive)
         if adaptive is None:
             adaptive = False
-        if adaptive is True or adaptive not in ADAPTIVE_MODES:
-            raise ValueError(
-                f"adaptive must be False, 'paper' or 'asam', got {adaptive!r}"
-            )
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 (or None for no clipping), got {grad_clip}")
         if model is not None and not isinstance(model, torch.nn.Module):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import collections.abc
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,42 +25,50 @@ class ExecutorSpec:
 
 
 
-def submitit_parameters() -> dict[str, Any]:
-    """Executor keys passed to submitit, with the type each takes (None: any)."""
-    from submitit import AutoExecutor
-    from submitit.slurm import slurm
-
-    typed: dict[str, Any] = {k: t for k, t in AutoExecutor._typed_parameters().items()
-                             if k not in ("name", "timeout_min")}
-    hints = typing.get_type_hints(slurm._make_sbatch_string)
-    for name in slurm.SlurmExecutor._valid_parameters():
-        typed[f"slurm_{name}"] = hints.get(name)
-    typed["local_setup"] = list
-    return typed
+SET_BY_SWEEP = ("name",)  # make_executor passes the job name itself
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    if annotation is None or annotation is typing.Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    kind = origin or annotation
-    if kind in (list, collections.abc.Iterable):
-        return isinstance(value, list)
-    if kind is dict:
-        return isinstance(value, dict)
-    return True
+def submitit_problem(key: str, value: Any) -> Exception | None:
+    """Why submitit refuses `key: value` as an executor parameter (NameError: a name it does not
+    know), or None if it takes it.
+
+    Asks submitit itself, through its public `AutoExecutor.update_parameters`, on a throwaway
+    executor: the same check `sweep run` meets, made at plan time. The "debug" executor needs no
+    cluster and still checks every cluster's parameter names and the shared parameters' types
+    (cluster-specific value types are checked by that cluster's executor when `sweep run` builds
+    it, before anything is submitted)."""
+    import tempfile
+    import warnings
+
+    import submitit
+
+    with tempfile.TemporaryDirectory(prefix="gsam-executor-check-") as folder:
+        executor = submitit.AutoExecutor(folder=folder, cluster="debug")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a deprecated name ("partition") is refused too
+            try:
+                executor.update_parameters(**{key: value})
+            except (NameError, AssertionError, ValueError, TypeError, UserWarning) as err:
+                return err
+    return None
+
+
+def submitit_parameter_names() -> list[str]:
+    """Every executor parameter name submitit knows, for "did you mean" hints only.
+
+    submitit has no public listing of its parameters, so this reads the executors' private
+    `_valid_parameters()` (tests/sweep/test_sweep_executor.py pins it). If a submitit release drops
+    it, the hints go (an empty list) and the checks in `submitit_problem` still hold."""
+    try:
+        from submitit import AutoExecutor
+        from submitit.core import plugins
+
+        names = set(AutoExecutor._valid_parameters())
+        for cluster, executor in plugins.get_executors().items():
+            names.update(f"{cluster}_{name}" for name in executor._valid_parameters())
+    except (ImportError, AttributeError, TypeError):
+        return []
+    return sorted(names - {"timeout_min", *SET_BY_SWEEP})
 
 
 def parse_executor(value: Any, where: Where) -> ExecutorSpec:
@@ -95,15 +100,16 @@ def parse_executor(value: Any, where: Where) -> ExecutorSpec:
                 raise where.error(f"executor.{key}", f"expected an integer >= {low}, got {v!r}")
             setattr(spec, key, v)
     others = {str(k): v for k, v in value.items() if k not in own}
-    if others:
-        typed = submitit_parameters()
-        for key, v in others.items():
-            if key not in typed:
-                hint = closest(key, [*own, *typed])
-                extra = f"; did you mean {hint}?" if hint else ""
-                raise where.error(f"executor.{key}", f"unknown executor key{extra}")
-            if not _type_ok(v, typed[key]):
-                raise where.error(f"executor.{key}", f"wrong type for {key}: {v!r}")
-        spec.params = others
+    for key, v in others.items():
+        if key in SET_BY_SWEEP:
+            raise where.error(f"executor.{key}", "set by the sweep (each run's job name)")
+        problem = submitit_problem(key, v)
+        if isinstance(problem, NameError):
+            hint = closest(key, [*own, *submitit_parameter_names()])
+            raise where.error(f"executor.{key}", f"unknown executor key; did you mean {hint}?"
+                              if hint else "unknown executor key")
+        if problem is not None:
+            detail = (str(problem).splitlines() or [type(problem).__name__])[0]
+            raise where.error(f"executor.{key}", f"submitit refuses {key}={v!r}: {detail}")
+    spec.params = others
     return spec
-

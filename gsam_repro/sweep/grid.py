@@ -178,19 +178,19 @@ def varying_keys(spec: SweepSpec) -> list[str]:
     for axis in spec.axes:
         for key in dict.fromkeys(k for v in axis.variants for k in v.coerced):
             values.setdefault(key, set()).update(
-                ids._dump(v.coerced[key]) for v in axis.variants if key in v.coerced)
+                ids.value_key(v.coerced[key]) for v in axis.variants if key in v.coerced)
             if all(key in v.coerced for v in axis.variants):
                 always_set.add(key)
     for entry in spec.include:
         for key, value in entry.coerced.items():
-            values.setdefault(key, set()).add(ids._dump(value))
+            values.setdefault(key, set()).add(ids.value_key(value))
         for axis in spec.axes:
             if any(axis.owns(k) for k in entry.flat):  # skipped in this include's runs
                 for key in {k for v in axis.variants for k in v.coerced} - set(entry.coerced):
-                    values[key].add(ids._dump(base.get(key)))
+                    values[key].add(ids.value_key(base.get(key)))
     for key in values:
         if key not in always_set:
-            values[key].add(ids._dump(base.get(key)))
+            values[key].add(ids.value_key(base.get(key)))
     keys = [k for k, v in values.items() if len(v) > 1 and k not in run_config.NON_IDENTIFYING]
     return sorted(keys, key=lambda k: k == "seed")  # seed last: runs of one setting sort together
 
@@ -214,7 +214,7 @@ def count_distinct_grid(spec: SweepSpec) -> int | None:
                     for o in keys_seen):
                 return None
         keys_seen += keys
-        total *= len({ids._dump([v.coerced.get(k, base.get(k)) for k in keys])
+        total *= len({ids.value_key([v.coerced.get(k, base.get(k)) for k in keys])
                       for v in axis.variants})
     return total
 

@@ -2,9 +2,10 @@
 
 A run id is `gsam_repro.train.config.run_id(cfg)`: a short hash of the canonical JSON of the
 identifying part of the resolved config. A sweep of 100,000 runs cannot afford a RunConfig and a
-full JSON dump per run, so `IdBuilder` keeps the canonical JSON of the base config as one text
-fragment per key and swaps in only the fragments a run changes. The tests check every id it makes
-against `run_id` on the full config.
+full JSON dump per run, so `IdBuilder` keeps the base config's pieces of that JSON (one per key)
+and swaps in only the pieces a run changes. The pieces, the lr_min default and the hash are the
+trainer's own functions (`id_fragment`, `resolve_lr_min`, `id_from_fragments`), so the two cannot
+drift apart.
 
 A run directory name is the readable values of the keys that vary across the sweep plus the id,
 e.g. `name=gsam,seed=1-3f2a9c01d7`. Only the id suffix identifies the run: names may change when a
@@ -13,22 +14,27 @@ spec grows a new axis, and the store finds existing directories by id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from collections.abc import Iterable
 from typing import Any
 
-from gsam_repro.train.config import NON_IDENTIFYING, RunConfig, identifying, run_id
+from gsam_repro.train.config import (
+    NON_IDENTIFYING,
+    RUN_ID_LENGTH,
+    id_fragment,
+    id_from_fragments,
+    resolve_lr_min,
+)
 
-RUN_ID_LENGTH = len(run_id(RunConfig()))
 MAX_NAME_CHARS = 80  # readable part of a run directory name; the id follows it
 _ID_RE = re.compile(rf"^[0-9a-f]{{{RUN_ID_LENGTH}}}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
 
 
-def _dump(value: Any) -> str:
+def value_key(value: Any) -> str:
+    """A config value as canonical text, to compare or count values of any type."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -44,14 +50,9 @@ class IdBuilder:
         flat["schedule.lr_min"] = None  # resolved per run in finish()
         self.keys = sorted(flat)
         self.position = {key: i for i, key in enumerate(self.keys)}
-        self._base = [self._text(key, flat[key]) for key in self.keys]
+        self._base = [id_fragment(key, flat[key]) for key in self.keys]
         self._lr_min_pos = self.position["schedule.lr_min"]
         self._lr_min_text: dict[tuple, str] = {}
-
-    @staticmethod
-    def _text(key: str, value: Any) -> str:
-        """One key's JSON fragment; empty for a key the id leaves out at this value."""
-        return f"{_dump(key)}:{_dump(value)}" if identifying(key, value) else ""
 
     def fragments(self) -> list[str]:
         return list(self._base)
@@ -61,16 +62,15 @@ class IdBuilder:
         pos = self.position.get(key)
         if pos is None or key == "schedule.lr_min":
             return None
-        return pos, self._text(key, value)
+        return pos, id_fragment(key, value)
 
     def finish(self, fragments: list[str], lr: float, lr_min: float | None) -> str:
         text = self._lr_min_text.get((lr, lr_min))
         if text is None:
-            resolved = lr / 100 if lr_min is None else lr_min
-            text = self._lr_min_text[(lr, lr_min)] = f'"schedule.lr_min":{_dump(resolved)}'
+            text = id_fragment("schedule.lr_min", resolve_lr_min(lr, lr_min))
+            self._lr_min_text[(lr, lr_min)] = text
         fragments[self._lr_min_pos] = text
-        text = "{" + ",".join(f for f in fragments if f) + "}"
-        return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
+        return id_from_fragments(fragments)
 
 
 def format_value(value: Any) -> str:

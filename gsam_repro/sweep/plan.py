@@ -18,6 +18,7 @@ from typing import Any
 from gsam_repro.errors import ConfigError
 from gsam_repro.sweep import ids
 from gsam_repro.sweep.grid import count_distinct_grid, exclude_matcher, varying_keys
+from gsam_repro.sweep.runcheck import DROPPABLE, RunChecker
 from gsam_repro.sweep.spec import SweepSpec
 from gsam_repro.sweep.values import MISSING, Variant, apply_variants, attribute, raw_error
 from gsam_repro.train import config as run_config
@@ -29,13 +30,15 @@ __all__ = ["PlannedRun", "Sweep", "count_distinct_grid", "expand", "iter_axes_su
 class PlannedRun:
     """One run of a sweep: its id, directory name and which variant of each axis it takes."""
 
-    __slots__ = ("run_id", "name", "choice", "include")
+    __slots__ = ("run_id", "name", "choice", "include", "dropped")
 
-    def __init__(self, run_id: str, name: str, choice: tuple[int, ...], include: int):
+    def __init__(self, run_id: str, name: str, choice: tuple[int, ...], include: int,
+                 dropped: tuple[str, ...] = ()):
         self.run_id = run_id
         self.name = name
         self.choice = choice  # variant index per axis; -1: the axis is not applied
         self.include = include  # index into spec.include, or -1
+        self.dropped = dropped  # optimizer keys its optimizer does not take (see runcheck.py)
 
     def __repr__(self) -> str:
         return f"PlannedRun({self.name!r})"
@@ -70,23 +73,29 @@ class Sweep:
             for key in self.varying:
                 if key in source.coerced:
                     values[key] = source.coerced[key]
+        for key in run.dropped:
+            if key in values:
+                values[key] = _default(key)
         return values
 
     def tree(self, run: PlannedRun) -> dict:
-        """The run's config as nested data, ready for `config_from_dict`."""
-        return apply_variants(self.spec.base, [s for s in self.sources(run)[1:]])
+        """The run's config as nested data, ready for `config_from_dict` (the keys its optimizer
+        does not take, when they come from the base config, left out)."""
+        tree = apply_variants(self.spec.base, [s for s in self.sources(run)[1:]])
+        for key in run.dropped:
+            section, _, name = key.partition(".")
+            node = tree.get(section)
+            if isinstance(node, dict):
+                node.pop(name, None)
+        return tree
 
     def config(self, run: PlannedRun) -> RunConfig:
-        """The run's config through `config_from_dict` itself; its id must match the plan's."""
+        """The run's config through `config_from_dict` itself (its `run_id` is the plan's: both
+        come from the trainer's id functions)."""
         try:
             cfg = run_config.config_from_dict(self.tree(run))
         except ConfigError as err:
             raise attribute(err, self.sources(run), self.spec.where) from None
-        rid = run_config.run_id(cfg)
-        if rid != run.run_id:
-            raise RuntimeError(f"run id mismatch for {run.name}: planned {run.run_id}, "
-                               f"config_from_dict gives {rid} (sweep ids out of step with "
-                               f"gsam_repro.train.config.run_id)")
         return cfg
 
 
@@ -143,7 +152,8 @@ def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
     base_names = {k: ids.name_piece(short[k], base_flat.get(k)) for k in varying}
     # the cross-key checks do not depend on the seed: check each combination of the rest once
     non_seed = [j for j, axis in enumerate(spec.axes) if axis.keys != ("seed",)]
-    checked: set[tuple] = set()
+    checked: dict[tuple, tuple[str, ...]] = {}  # combination -> optimizer keys it drops
+    checker = RunChecker()
     runs: list[PlannedRun] = []
     seen: set[str] = set()
     duplicates = 0
@@ -156,8 +166,8 @@ def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
             parts.append(prepared_include[include])
         memo = (tuple([choice[j] for j in non_seed]), include)
         if memo not in checked:
-            _check_run(spec, choice, include, parts)
-            checked.add(memo)
+            checked[memo] = _check_run(spec, choice, include, parts, checker)
+        dropped = checked[memo]
         fragments = idb.fragments()
         lr, lr_min = base_cfg.optimizer.lr, base_cfg.schedule.lr_min
         names = dict(base_names)
@@ -169,13 +179,19 @@ def expand(spec: SweepSpec, *, yes: bool = False) -> Sweep:
             if part.lr_min is not MISSING:
                 lr_min = part.lr_min
             names.update(part.names)
+        for key in dropped:
+            frag = idb.fragment(key, _default(key))
+            if frag:
+                fragments[frag[0]] = frag[1]
+            if key in names:
+                names[key] = ids.name_piece(short[key], _default(key))
         rid = idb.finish(fragments, lr, lr_min)
         if rid in seen:
             duplicates += 1
             return
         seen.add(rid)
         runs.append(PlannedRun(rid, ids.run_dir_name([names[k] for k in varying if names[k]], rid),
-                               choice, include))
+                               choice, include, dropped))
 
     def check_count() -> None:  # stop as soon as the runs exceed max_runs: O(max_runs)
         if not yes and len(runs) > spec.max_runs:
@@ -220,9 +236,14 @@ def _too_many(spec: SweepSpec, count: int, exact: bool) -> ConfigError:
 
 
 
+def _default(key: str) -> Any:
+    return DROPPABLE[key.partition(".")[2]]
+
+
 def _check_run(spec: SweepSpec, choice: tuple[int, ...], include: int,
-               parts: list[_Prepared]) -> None:
-    """The cross-key checks of `config_from_dict` on a config assembled from checked parts."""
+               parts: list[_Prepared], checker: RunChecker) -> tuple[str, ...]:
+    """The cross-key checks of `config_from_dict` on a config assembled from checked parts, and
+    the model and optimizer checks of runcheck.py; returns the optimizer keys the run drops."""
     base = spec.base_cfg
     merged: dict[str, dict[str, Any]] = {}
     seed = base.seed
@@ -234,8 +255,10 @@ def _check_run(spec: SweepSpec, choice: tuple[int, ...], include: int,
     sections = {name: dataclasses.replace(getattr(base, name), **merged[name])
                 if name in merged else getattr(base, name) for name in SECTIONS}
     cfg = RunConfig(seed=seed, **sections)
+    written = {f"optimizer.{k}" for part in parts for k in part.sections.get("optimizer", {})}
     try:
         run_config.check_config(cfg, raw_error)
+        return checker.check(cfg, written)
     except ConfigError as err:
         run = PlannedRun("", "", choice, include)
         sweep = Sweep(spec=spec, runs=[], varying=[], short={}, duplicates=0)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gsam_repro.errors import ConfigError
+from gsam_repro.optim.rules import check_adaptive, check_rho_range
 from gsam_repro.yamlio import KeyLines, load_yaml, parse_override, set_dotted
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "synthetic")
@@ -29,9 +30,9 @@ AUGMENTS = ("none", "cifar", "inception")
 DECAYS = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOADERS = ("auto", "gpu", "torch")
-ADAPTIVE = (False, "paper", "asam")
 DEFAULT_PROBE_RHOS = (0.01, 0.02, 0.05, 0.1)
 TUNE_PHASES = ("trial", "confirm")  # tuning.phase: a search trial, a confirmation seed
+RUN_ID_LENGTH = 10  # hex digits of a run id
 PROBE_PREFIX = "probe_h_rho"  # summary.json / runs.parquet columns probe_h_rho<r>
 
 
@@ -179,9 +180,7 @@ class RunConfig:
     @property
     def lr_min(self) -> float:
         """The schedule's lr_min resolved (optimizer.lr / 100 when not given)."""
-        if self.schedule.lr_min is None:
-            return self.optimizer.lr / 100
-        return self.schedule.lr_min
+        return resolve_lr_min(self.optimizer.lr, self.schedule.lr_min)
 
 
 # Keys that cannot change a run's result: excluded from the run id.
@@ -379,10 +378,12 @@ def check_config(cfg: RunConfig, err) -> None:
         at_least(f"optimizer.{key}", getattr(o, key), 0.0)
         if getattr(o, key) is not None and getattr(o, key) > 1:
             raise err(f"optimizer.{key}", f"must be <= 1, got {getattr(o, key)!r}")
-    if o.rho_max is not None and o.rho_min is not None and o.rho_min > o.rho_max:
-        raise err("optimizer.rho_min", f"{o.rho_min} is larger than rho_max {o.rho_max}")
-    if o.adaptive is not None:
-        choice("optimizer.adaptive", o.adaptive, ADAPTIVE)
+    for key, rule, args in (("optimizer.rho_min", check_rho_range, (o.rho_max, o.rho_min)),
+                            ("optimizer.adaptive", check_adaptive, (o.adaptive,))):
+        try:  # the optimizers' own rules (gsam_repro.optim.rules), named by config key here
+            rule(*args)
+        except ValueError as problem:
+            raise err(key, str(problem)) from None
     at_least("schedule.epochs", s.epochs, 1)
     at_least("schedule.warmup_steps", s.warmup_steps, 0)
     choice("schedule.decay", s.decay, DECAYS)
@@ -469,13 +470,28 @@ def identifying(key: str, value: Any) -> bool:
     return key not in OMITTED_AT_DEFAULT or value != OMITTED_AT_DEFAULT[key]
 
 
-def canonical_json(cfg: RunConfig) -> str:
-    """Sorted-key JSON of the identifying part of the resolved config."""
-    flat = {k: v for k, v in cfg.flat().items() if identifying(k, v)}
-    flat["schedule.lr_min"] = cfg.lr_min
-    return json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
+def resolve_lr_min(lr: float, lr_min: float | None) -> float:
+    """The schedule's final learning rate: `lr_min`, or lr / 100 (the paper's) when not given."""
+    return lr / 100 if lr_min is None else lr_min
 
 
-def run_id(cfg: RunConfig, length: int = 10) -> str:
+def id_fragment(key: str, value: Any) -> str:
+    """One flat key's piece of the canonical JSON (`"key":value`); empty when the run id leaves
+    the key out at this value. `schedule.lr_min` must come resolved (see `resolve_lr_min`)."""
+    if not identifying(key, value):
+        return ""
+    dump = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(key) + ":" + dump
+
+
+def id_from_fragments(fragments: list[str], length: int = RUN_ID_LENGTH) -> str:
+    """The run id of a config given as its `id_fragment`s in sorted key order (empty ones are
+    skipped): the one hash every run id comes from, the trainer's and the sweep's alike."""
+    text = "{" + ",".join(f for f in fragments if f) + "}"
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def run_id(cfg: RunConfig, length: int = RUN_ID_LENGTH) -> str:
     """Short stable hash: the same run asked for twice gets the same id."""
-    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:length]
+    flat = cfg.flat() | {"schedule.lr_min": cfg.lr_min}
+    return id_from_fragments([id_fragment(k, flat[k]) for k in sorted(flat)], length)

@@ -151,7 +151,7 @@ def test_run_dir_names_carry_varying_keys_and_end_with_the_id(tmp_path):
           optimizer:
             - {name: sgd}
             - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
-          optimizer.kwargs: [{}, {"odd key/with:chars": [1, 2]}]
+          model.kwargs: [{}, {"odd key/with:chars": [1, 2]}]
         seeds: 2
     """)
     sweep = expand(load_spec(path))
