@@ -81,7 +81,7 @@ def test_run_reruns_a_stale_run_keeping_the_old_one(sweep_dir, capsys):
 
     (sweep_dir / "my_opt.py").unlink()  # stale again, and it cannot run: refused
     assert cli("sweep", "run", "spec.yaml", "--executor", "debug") == 2
-    assert "my_opt.py is gone" in capsys.readouterr().err
+    assert "no such file 'my_opt.py'" in capsys.readouterr().err  # refused at plan time
     assert (run_dir / "summary.json").exists()  # refused before anything moved
     assert sorted(p.name for p in (sweep_dir / "out" / "stale").iterdir()) == [run_dir.name]
 
