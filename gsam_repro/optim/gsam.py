@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gsam_repro.optim.sam import EPS, SharpnessAware
+from gsam_repro.optim.base import SharpnessAware
+from gsam_repro.optim.reductions import EPS
 
 
 class GSAM(SharpnessAware):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gsam_repro.optim.sam import SharpnessAware
+from gsam_repro.optim.base import SharpnessAware
 
 
 class WeightedSAM(SharpnessAware):
