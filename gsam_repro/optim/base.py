@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gsam_repro.optim.blocks import cache_blocks
 from gsam_repro.optim.cheap_steps import CheapSteps
 from gsam_repro.optim.distributed import average_across_workers, batchnorm_buffers, is_ddp
 from gsam_repro.optim.reductions import EPS, global_dot_and_norm, global_norm
@@ -180,12 +181,16 @@ class SharpnessAware(CheapSteps, torch.optim.Optimizer):
         )
 
     # ------------------------------------------------------------------------- the direction
+    elementwise_direction = True
+
     def direction(
         self, grads_p: list[Tensor], grads: list[Tensor], dot: Tensor, grad_p_norm: Tensor
     ) -> None:
         """Overwrite `grads_p` (g_p, in p.grad) with the update direction d, in place.
 
-        `grads` holds g, `dot` is <g, g_p> and `grad_p_norm` is ||g_p||. SAM keeps d = g_p."""
+        `grads` holds g, `dot` is <g, g_p> and `grad_p_norm` is ||g_p||. SAM keeps d = g_p.
+        A class whose d is elementwise in (g, g_p) given the two scalars sets
+        `elementwise_direction = True`, and is then called once per cache-sized block."""
 
     # ------------------------------------------------------------------------------- the step
     def step(  # type: ignore[override]
@@ -241,6 +246,7 @@ class SharpnessAware(CheapSteps, torch.optim.Optimizer):
         grad_norm = global_norm(grads)
         pending: dict[str, Any] = {
             "params": params,
+            "grads": grads,  # g, kept in self.state[p]["g"] too
             "loss": loss,
             "rho": rho,
             "grad_norm": grad_norm,
@@ -263,7 +269,7 @@ class SharpnessAware(CheapSteps, torch.optim.Optimizer):
                 return
         self._save_batchnorm()
 
-        g_bufs = [self.state[p]["g"] for p in params]
+        g_bufs = grads
         if self.adaptive is False:
             scale = rho / (grad_norm + EPS)
             torch._foreach_addcmul_(params, g_bufs, [scale] * len(params))
@@ -322,16 +328,13 @@ class SharpnessAware(CheapSteps, torch.optim.Optimizer):
     def _direction_at_w(
         self, pending: dict[str, Any], loss_p: Any, grad_scaler: torch.amp.GradScaler | None
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Back to w, d built in p.grad, stats set; returns the parameters and their d."""
-        params = pending["params"]
-        g_bufs = [self.state[p]["g"] for p in params]
-        if self.adaptive is False:
-            scale = pending["scale"]
-            torch._foreach_addcmul_(params, g_bufs, [scale] * len(params), value=-1)
-        else:
-            torch._foreach_sub_(params, [self.state[p]["e"] for p in params])
-        self._restore_batchnorm()
+        """Back to w, d built in p.grad, stats set; returns the parameters and their d.
 
+        Memory traffic decides a CPU step's time, so the work is fused by blocks (see
+        gsam_repro.optim.blocks): the reductions read g and g_p once, then restoring w and
+        building d read each block of g once for both."""
+        params, g_bufs = pending["params"], pending["grads"]
+        self._restore_batchnorm()
         for p in params:
             if p.grad is None:  # no gradient at w + eps: g_p is zero there
                 p.grad = torch.zeros_like(p)
@@ -341,10 +344,30 @@ class SharpnessAware(CheapSteps, torch.optim.Optimizer):
             self._store_orthogonal = False
             self._keep_orthogonal(params, g_bufs, grads_p, dot, pending["grad_norm"],
                                   pending["rho"])
-        self.direction(grads_p, g_bufs, dot, grad_p_norm)
+        blockwise = self._elementwise_direction()
+        undo = g_bufs if self.adaptive is False else [self.state[p]["e"] for p in params]
+        scale = pending["scale"]
+        for block_w, block_undo, block_g, block_gp in cache_blocks(params, undo, g_bufs, grads_p):
+            if self.adaptive is False:  # w + eps - scale * g
+                torch._foreach_addcmul_(block_w, block_undo, [scale] * len(block_w), value=-1)
+            else:
+                torch._foreach_sub_(block_w, block_undo)
+            if blockwise:
+                self.direction(block_gp, block_g, dot, grad_p_norm)
+        if not blockwise:
+            self.direction(grads_p, g_bufs, dot, grad_p_norm)
         self._set_stats(pending["loss"], loss_p, pending["rho"], pending["grad_norm"],
                         grad_p_norm, dot, grad_scaler)
         return params, grads_p
+
+    def _elementwise_direction(self) -> bool:
+        """Whether `direction` may run block by block: the class defining it says so with
+        `elementwise_direction = True` (a subclass that overrides `direction` must say it again;
+        one that reduces over all tensors, or keeps them, gets whole lists)."""
+        for klass in type(self).__mro__:
+            if "direction" in vars(klass):
+                return bool(vars(klass).get("elementwise_direction", False))
+        return False
 
     def _apply(
         self, params: list[Tensor], directions: list[Tensor],

@@ -18,7 +18,8 @@ def _accumulate_dtype(tensors: list[Tensor]) -> torch.dtype:
 def global_norm(tensors: list[Tensor]) -> Tensor:
     """L2 norm over all tensors together, as a 0-dim tensor (no host sync)."""
     dtype = _accumulate_dtype(tensors)
-    norms = [norm.to(dtype) for norm in torch._foreach_norm(tensors)]
+    norms = [norm if norm.dtype == dtype else norm.to(dtype)
+             for norm in torch._foreach_norm(tensors)]
     return torch.linalg.vector_norm(torch.stack(norms))
 
 

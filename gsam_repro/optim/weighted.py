@@ -34,6 +34,8 @@ class WeightedSAM(SharpnessAware):
         super().__init__(params, base_optimizer, rho_max=rho, rho_name="rho", **kwargs)
         self.lam = float(lam)
 
+    elementwise_direction = True
+
     def direction(
         self, grads_p: list[Tensor], grads: list[Tensor], dot: Tensor, grad_p_norm: Tensor
     ) -> None:
