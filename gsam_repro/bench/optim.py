@@ -372,10 +372,10 @@ def _print_report(result: dict[str, Any]) -> None:
     print(f"vector work, {vector['params'] / 1e6:.1f} M parameters in {vector['tensors']} tensors "
           f"(one pass = {vector['one_pass_ms_per_million']:.3f} ms/M, "
           f"{vector['one_pass_gb_per_s']:.0f} GB/s):")
-    print(f"  {'optimizer':10s} {'ms/M':>8s} {'passes':>8s} {'(fastest: ms/M':>15s} "
+    print(f"  {'optimizer':13s} {'ms/M':>8s} {'passes':>8s} {'(fastest: ms/M':>15s} "
           f"{'passes)':>8s} {'extra buffers':>14s} {'base buffers':>13s}")
     for name, row in vector["optimizers"].items():
-        print(f"  {name:10s} {row['vector_work_ms_per_million']:8.3f} "
+        print(f"  {name:13s} {row['vector_work_ms_per_million']:8.3f} "
               f"{row['vector_work_passes']:8.1f} "
               f"{row['vector_work_ms_per_million_from_minimums']:15.3f} "
               f"{row['vector_work_passes_from_minimums']:8.1f} "
