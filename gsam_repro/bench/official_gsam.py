@@ -1,11 +1,12 @@
 """The official GSAM code's step, re-stated for `gsam-repro bench optim` as the reference to beat.
 
 It does the arithmetic the paper's released PyTorch code does, organised as that code organises
-it: Python loops over the parameters, the global norm as the norm of a stack of per-tensor norms,
+it: Python loops over the parameters, the global norm as the norm of a stack of per-tensor norms
+(each of a temporary: the tensor times a weight that is 1.0 without the adaptive mode),
 ε stored per parameter (p.add_(ε) out, p.sub_(ε) back), g kept as a clone, and the decomposition
 as a per-tensor sum for ⟨g, g_p⟩, two more global norms and a temporary `vertical` per tensor.
 Two extra parameter-sized buffers (g and ε). It is timed beside `gsam_repro.optim.GSAM`, which
-computes the same direction; tests/bench/test_bench_optim.py checks that they agree.
+computes the same direction; tests/optim/test_optim_bench.py checks that they agree.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ class OfficialStyleGSAM:
         return [t for s in self.state.values() for t in s.values() if t.dim() > 0]
 
     def _grad_norm(self, key: str | None = None) -> Tensor:
+        # As the official code writes it: each tensor times a weight (|w| in its adaptive
+        # mode, the number 1.0 otherwise, which still makes a temporary) before its norm.
+        weight = 1.0
         tensors = [self.state[p][key] if key else p.grad for p in self.params
                    if p.grad is not None]
-        return torch.norm(torch.stack([t.norm(p=2) for t in tensors]), p=2)
+        return torch.norm(torch.stack([(weight * t).norm(p=2) for t in tensors]), p=2)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any]) -> Any:
