@@ -25,7 +25,7 @@ SPEC_IDS = [str(p.relative_to(EXPERIMENTS)) for p in SPECS]
 # Specs whose smoke run goes through submitit's LocalExecutor (job processes), not in-process.
 LOCAL_EXECUTOR = {"custom_optimizer/compare.yaml"}
 # Specs whose report also draws the figures (the slow part of a report).
-WITH_FIGURES = {"custom_optimizer/compare.yaml"}
+WITH_FIGURES = {"custom_optimizer/compare.yaml", "efficient_sam.yaml"}
 # Tables a spec exists to produce; its smoke report must contain them. (Table 1 and the CIFAR
 # WRN-16-8 table need the real data sets and models, which smoke runs replace.)
 EXPECTED_TABLES = {
@@ -195,6 +195,8 @@ def test_smoke_profile_end_to_end(spec, tmp_path, capsys):
         assert "2× epochs" in (report / "comparison.md").read_text()
     if spec.name == "efficient_sam.yaml":
         _check_cheap_form_passes(runs)
+        assert (report / "fig_accuracy_vs_passes.png").is_file()
+        assert "passes / step" in (report / "cost.md").read_text()
 
     # running it again finds everything finished and starts nothing
     assert cli("sweep", "run", spec, "--profile", "smoke", "--out", out,

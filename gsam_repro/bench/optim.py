@@ -10,6 +10,8 @@ the fastest repeats are reported beside them (other work on a shared machine onl
   third of an in-place add (the memory-traffic floor: a step needs about 15 for GSAM).
 - whole step: one training step of a timm model on a fixed batch; ratios GSAM/SAM and SAM/SGD.
 - buffers: parameter-sized tensors the optimizer keeps beyond the base optimizer's, per parameter.
+- the official GSAM code's step (gsam_repro.bench.official_gsam), timed with the others for
+  vector work; `gsam/official_gsam` is the median over repeats of the two within one repeat.
 
 On CUDA the whole step uses bf16 autocast and also reports peak memory per optimizer.
 Writes JSON (default results/benchmarks/optim.json) with the exact command in it.
@@ -30,6 +32,7 @@ from typing import Any
 from gsam_repro.fsio import atomic_write_text
 
 OPTIMIZERS = ("sgd", "sam", "gsam", "weighted")
+OFFICIAL = "official_gsam"  # the official code's GSAM step, for vector work only
 DEFAULT_OUTPUT = "results/benchmarks/optim.json"
 
 
@@ -168,6 +171,7 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
     """Per-optimizer arithmetic with gradients supplied by copying stored tensors."""
     import torch
 
+    from gsam_repro.bench.official_gsam import OfficialStyleGSAM
     from gsam_repro.optim import create_optimizer
 
     generator = torch.Generator().manual_seed(0)
@@ -186,6 +190,11 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
     lr = 1e-6  # the weights barely move, so every repeat does the same arithmetic
     optimizers = {name: create_optimizer(name, params, **_optimizer_kwargs(name, lr))
                   for name in OPTIMIZERS}
+    official = _optimizer_kwargs("gsam", lr)
+    optimizers[OFFICIAL] = OfficialStyleGSAM(
+        params, lr=lr, rho=official["rho_max"], alpha=official["alpha"],
+        momentum=official["momentum"], weight_decay=official["weight_decay"])
+    names = tuple(optimizers)
     base = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     scratch = [g.clone() for g in stored]
 
@@ -204,7 +213,7 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
             elapsed = _timed(fn, device)
         return elapsed
 
-    samples: dict[str, list[float]] = {name: [] for name in (*OPTIMIZERS, "closure", "base",
+    samples: dict[str, list[float]] = {name: [] for name in (*names, "closure", "base",
                                                               "one_pass")}
     for repeat in range(settings["vector_repeats"] + 1):  # the first round is a warm-up
         round_times: dict[str, float] = {}
@@ -215,7 +224,7 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
         # One pass = one read or write of every parameter; an in-place add makes three.
         round_times["one_pass"] = steady(
             lambda: torch._foreach_add_(scratch, stored, alpha=1e-9)) / 3
-        for name in OPTIMIZERS:
+        for name in names:
             round_times[name] = steady(lambda name=name: step(name))
         if repeat:
             for key, value in round_times.items():
@@ -235,7 +244,7 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
         "one_pass_ms_per_million_minimum": minimums["one_pass"] * per_million,
         "optimizers": {},
     }
-    for name in OPTIMIZERS:
+    for name in names:
         opt = optimizers[name]
         own = medians[name] - opt.passes_per_step * medians["closure"] - medians["base"]
         # Other work on the machine only ever adds time: the fastest repeats bound it from below.
@@ -254,6 +263,14 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
             "base_buffers_per_param": len(base_buffers) / len(params),
             "step_samples_ms": [t * 1e3 for t in samples[name]],
         }
+
+    def own_work(name: str) -> list[float]:
+        return [t - optimizers[name].passes_per_step * c - b
+                for t, c, b in zip(samples[name], samples["closure"], samples["base"],
+                                   strict=True)]
+
+    figures[f"gsam/{OFFICIAL}"] = statistics.median(
+        a / b for a, b in zip(own_work("gsam"), own_work(OFFICIAL), strict=True))
     return figures
 
 
@@ -354,14 +371,16 @@ def _print_report(result: dict[str, Any]) -> None:
     print(f"vector work, {vector['params'] / 1e6:.1f} M parameters in {vector['tensors']} tensors "
           f"(one pass = {vector['one_pass_ms_per_million']:.3f} ms/M, "
           f"{vector['one_pass_gb_per_s']:.0f} GB/s):")
-    print(f"  {'optimizer':10s} {'ms/M':>8s} {'passes':>8s} {'(fastest: ms/M':>15s} "
+    print(f"  {'optimizer':13s} {'ms/M':>8s} {'passes':>8s} {'(fastest: ms/M':>15s} "
           f"{'passes)':>8s} {'extra buffers':>14s} {'base buffers':>13s}")
     for name, row in vector["optimizers"].items():
-        print(f"  {name:10s} {row['vector_work_ms_per_million']:8.3f} "
+        print(f"  {name:13s} {row['vector_work_ms_per_million']:8.3f} "
               f"{row['vector_work_passes']:8.1f} "
               f"{row['vector_work_ms_per_million_from_minimums']:15.3f} "
               f"{row['vector_work_passes_from_minimums']:8.1f} "
               f"{row['extra_buffers_per_param']:14.1f} {row['base_buffers_per_param']:13.1f}")
+    print(f"  GSAM's vector work / the official code's (paired, median): "
+          f"{vector[f'gsam/{OFFICIAL}']:.3f}")
     whole = result.get("whole_step")
     if whole:
         print(f"whole step, {whole['model']} batch {whole['batch_size']} at "

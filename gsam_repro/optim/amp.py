@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gsam_repro.optim.sam import SharpnessAware
+from gsam_repro.optim.base import SharpnessAware
 
 
 def scaled_step(

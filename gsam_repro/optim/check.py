@@ -139,7 +139,7 @@ def _parameters(model):
 
 
 def _is_sharpness_aware(opt) -> bool:
-    from gsam_repro.optim.sam import SharpnessAware
+    from gsam_repro.optim.base import SharpnessAware
 
     return isinstance(opt, SharpnessAware)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from gsam_repro.optim.base import SharpnessAware
 from gsam_repro.optim.rho import rho_at
-from gsam_repro.optim.sam import SharpnessAware
 
 PLAIN = "plain"
 SHARPNESS_AWARE = "sharpness_aware"

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gsam_repro.optim.sam import EPS, SharpnessAware
+from gsam_repro.optim.base import SharpnessAware
+from gsam_repro.optim.reductions import EPS
 
 
 class GSAM(SharpnessAware):
@@ -31,6 +32,9 @@ class GSAM(SharpnessAware):
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         super().__init__(params, base_optimizer, rho_max=rho_max, rho_min=rho_min, **kwargs)
         self.alpha = float(alpha)
+        self._factor: tuple[Tensor, Tensor, Tensor] | None = None
+
+    elementwise_direction = True
 
     def direction(
         self, grads_p: list[Tensor], grads: list[Tensor], dot: Tensor, grad_p_norm: Tensor
@@ -38,6 +42,10 @@ class GSAM(SharpnessAware):
         """d = (1 + alpha c) g_p - alpha g with c = <g, g_p> / (||g_p||^2 + eps)."""
         if self.alpha == 0:
             return
-        coefficient = dot / (grad_p_norm * grad_p_norm + EPS)
-        torch._foreach_mul_(grads_p, 1 + self.alpha * coefficient)
+        memo = self._factor
+        if memo is None or memo[0] is not dot or memo[1] is not grad_p_norm:
+            # called once per block with the same scalars: compute the factor once a step
+            factor = 1 + self.alpha * (dot / (grad_p_norm * grad_p_norm + EPS))
+            memo = self._factor = (dot, grad_p_norm, factor)
+        torch._foreach_mul_(grads_p, memo[2])
         torch._foreach_add_(grads_p, grads, alpha=-self.alpha)

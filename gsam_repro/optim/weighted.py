@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gsam_repro.optim.sam import SharpnessAware
+from gsam_repro.optim.base import SharpnessAware
 
 
 class WeightedSAM(SharpnessAware):
@@ -33,6 +33,8 @@ class WeightedSAM(SharpnessAware):
             raise ValueError(f"lam must be >= 0, got {lam}")
         super().__init__(params, base_optimizer, rho_max=rho, rho_name="rho", **kwargs)
         self.lam = float(lam)
+
+    elementwise_direction = True
 
     def direction(
         self, grads_p: list[Tensor], grads: list[Tensor], dot: Tensor, grad_p_norm: Tensor

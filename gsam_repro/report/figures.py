@@ -448,6 +448,8 @@ def accuracy_vs_hessian(sweep: Sweep, rows: list[str], out_dir: Path,
 
 def all_figures(sweep: Sweep, rows: list[str], out_dir: Path) -> tuple[list[Path], list[str]]:
     """Every figure the sweep's data allows; notes for the ones left out."""
+    from gsam_repro.report.cost_figure import accuracy_vs_passes
+
     written: list[Path] = []
     notes: list[str] = []
     if "optimizer.name" not in sweep.done.columns:
@@ -460,6 +462,7 @@ def all_figures(sweep: Sweep, rows: list[str], out_dir: Path) -> tuple[list[Path
         lambda: probe_figure(sweep, rows, out_dir),
         lambda: hessian_eigenvalues(sweep, rows, out_dir),
         lambda: accuracy_vs_hessian(sweep, rows, out_dir),
+        lambda: accuracy_vs_passes(sweep, rows, out_dir),
     ):
         try:
             files, note = draw()

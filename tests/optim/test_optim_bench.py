@@ -25,10 +25,12 @@ def test_quick_benchmark_writes_every_figure(tmp_path, keep_threads, capsys):
     assert f"--output {output}" in result["command"]
 
     vector = result["vector_work"]
-    assert set(vector["optimizers"]) == {"sgd", "sam", "gsam", "weighted"}
+    assert set(vector["optimizers"]) == {"sgd", "sam", "gsam", "weighted", "official_gsam"}
     assert vector["params"] == pytest.approx(0.3e6, rel=0.05)
     buffers = {name: row["extra_buffers_per_param"] for name, row in vector["optimizers"].items()}
-    assert buffers == {"sgd": 0.0, "sam": 1.0, "gsam": 1.0, "weighted": 1.0}  # g, nothing else
+    assert buffers == {"sgd": 0.0, "sam": 1.0, "gsam": 1.0, "weighted": 1.0,  # g, nothing else
+                       "official_gsam": 2.0}  # g and eps
+    assert vector["gsam/official_gsam"] > 0
     assert all(row["base_buffers_per_param"] == 1.0 for row in vector["optimizers"].values())
 
     whole = result["whole_step"]
@@ -46,3 +48,24 @@ def test_quick_benchmark_writes_every_figure(tmp_path, keep_threads, capsys):
 def test_bad_numbers_are_usage_errors(tmp_path, keep_threads, capsys):
     assert main(["bench", "optim", "--repeats", "0", "--output", str(tmp_path / "x.json")]) == 2
     assert "--repeats" in capsys.readouterr().err
+
+
+def test_the_official_style_reference_takes_gsams_steps():
+    """The benchmark's stand-in for the official code computes what GSAM computes (constant
+    rho), so timing the two compares the same arithmetic."""
+    from optim_testkit import classification_batch, make_closure, small_mlp
+
+    from gsam_repro.bench.official_gsam import OfficialStyleGSAM
+    from gsam_repro.optim import GSAM
+
+    x, y = classification_batch()
+    ours, theirs = small_mlp(), small_mlp()
+    settings = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
+    gsam = GSAM(ours.parameters(), rho_max=0.05, alpha=0.3, **settings)
+    official = OfficialStyleGSAM(list(theirs.parameters()), rho=0.05, alpha=0.3, **settings)
+    for _ in range(4):
+        gsam.step(make_closure(ours, x, y))
+        official.step(make_closure(theirs, x, y))
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(next(ours.parameters()), next(small_mlp().parameters()))  # it moved
