@@ -83,3 +83,18 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path) as handle:
         return json.load(handle)
+
+
+def save_figure(fig: Any, out_dir: str | Path, name: str,
+                formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
+    """Write a matplotlib figure as `out_dir/name.<format>` for each format, each atomically
+    (a reader never sees half a PNG). Returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in formats:
+        path = out_dir / f"{name}.{suffix}"
+        with atomic_path(path, suffix=f".{suffix}") as tmp:
+            fig.savefig(tmp, format=suffix, dpi=dpi)
+        written.append(path)
+    return written

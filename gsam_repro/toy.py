@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gsam_repro.fsio import atomic_path, atomic_write_text
+from gsam_repro.fsio import atomic_path, atomic_write_text, save_figure
 
 START = (0.8, 2.2)
 LR = 0.09
@@ -326,12 +326,7 @@ def plot(results: list[ToyResult], out_dir: Path) -> list[Path]:
         ax.set_title("Illustrative 2-D loss (ours, not the paper's)", fontsize=7.5)
         ax.legend(loc="upper left", fontsize=6, framealpha=0.85)
         fig.tight_layout()
-        written = []
-        for suffix in ("png", "pdf"):
-            path = out_dir / f"toy_trajectories.{suffix}"
-            with atomic_path(path, suffix=f".{suffix}") as tmp:
-                fig.savefig(tmp, format=suffix, dpi=200)
-            written.append(path)
+        written = save_figure(fig, out_dir, "toy_trajectories")
         plt.close(fig)
     return written
 
@@ -377,12 +372,7 @@ def plot_basins(basins: BasinMap, out_dir: Path) -> list[Path]:
                      f"{100 * shares['gsam_flat_sam_sharp']:.1f} % of starts",
                      fontsize=7.5)
         fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-        written = []
-        for suffix in ("png", "pdf"):
-            path = out_dir / f"toy_basins.{suffix}"
-            with atomic_path(path, suffix=f".{suffix}") as tmp:
-                fig.savefig(tmp, format=suffix, dpi=200)
-            written.append(path)
+        written = save_figure(fig, out_dir, "toy_basins")
         plt.close(fig)
     return written
 

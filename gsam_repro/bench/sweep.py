@@ -31,9 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-EXPAND_SPEC = """
-name: bench-expand
-max_runs: 200000
+# The base and the four optimizers both synthetic specs below share.
+FOUR_OPTIMIZERS = """
 base:
   data: {name: synthetic, train_size: 256}
   model: {name: small_cnn}
@@ -44,7 +43,12 @@ grid:
     - {name: sam, rho: 0.05}
     - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
     - {name: weighted, rho: 0.05, lam: 0.1}
-  optimizer.lr: [0.2, 0.1, 0.08, 0.05, 0.03, 0.02, 0.01, 0.008, 0.005, 0.003]
+"""
+
+EXPAND_SPEC = """
+name: bench-expand
+max_runs: 200000
+"""+FOUR_OPTIMIZERS+"""  optimizer.lr: [0.2, 0.1, 0.08, 0.05, 0.03, 0.02, 0.01, 0.008, 0.005, 0.003]
   optimizer.weight_decay: [0.0, 1.0e-5, 3.0e-5, 1.0e-4, 3.0e-4, 5.0e-4, 1.0e-3, 2.0e-3,
                            3.0e-3, 5.0e-3]
   train.label_smoothing: [0.0, 0.05, 0.1, 0.15, 0.2]
@@ -53,17 +57,7 @@ seeds: {seeds}
 
 STATUS_SPEC = """
 name: bench-status
-base:
-  data: {name: synthetic, train_size: 256}
-  model: {name: small_cnn}
-  optimizer: {lr: 0.1, momentum: 0.9}
-grid:
-  optimizer:
-    - {name: sgd}
-    - {name: sam, rho: 0.05}
-    - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
-    - {name: weighted, rho: 0.05, lam: 0.1}
-  optimizer.lr: {lrs}
+"""+FOUR_OPTIMIZERS+"""  optimizer.lr: {lrs}
 seeds: 10
 """  # 4 x len(lrs) x 10 runs
 

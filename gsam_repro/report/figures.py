@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gsam_repro.fsio import atomic_path
+from gsam_repro.fsio import save_figure
 from gsam_repro.report.load import Sweep, format_value, radius, variant_sort_key
 from gsam_repro.report.render import math_text
 
@@ -92,13 +92,7 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     for text in fig.findobj(Text):  # names such as λ_max and f_p as math, everywhere
         if text.get_text():
             text.set_text(math_text(text.get_text()))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for suffix in ("png", "pdf"):
-        path = out_dir / f"{name}.{suffix}"
-        with atomic_path(path, suffix=f".{suffix}") as tmp:
-            fig.savefig(tmp, format=suffix, dpi=200)
-        written.append(path)
+    written = save_figure(fig, out_dir, name)
     plt.close(fig)
     return written
 
