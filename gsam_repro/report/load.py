@@ -26,6 +26,9 @@ from gsam_repro.train import outputs
 from gsam_repro.train.config import SECTIONS
 
 CONFIG_SECTIONS = tuple(f"{section}." for section in SECTIONS)  # flattened config columns
+# Sections that never distinguish results: measurement settings, and the tags a tune: sweep
+# puts on its trial and confirmation runs.
+NOT_SETTING_SECTIONS = ("eval.", "tuning.")
 SAM_FAMILY = ("sam", "gsam", "weighted", "asam", "esam", "gsam_weighted")
 # Config keys that never distinguish results (paths, workers, logging, measurement settings).
 NOT_SETTINGS = frozenset({
@@ -184,7 +187,8 @@ def config_columns(df: pd.DataFrame) -> list[str]:
 def setting_columns(df: pd.DataFrame, exclude: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Config columns that could distinguish two runs' results (not seed, paths, eval, ...)."""
     skip = set(NOT_SETTINGS) | set(VARIANT_KEYS) | set(exclude)
-    return [c for c in config_columns(df) if c not in skip and not c.startswith("eval.")]
+    return [c for c in config_columns(df)
+            if c not in skip and not c.startswith(NOT_SETTING_SECTIONS)]
 
 
 FAILED_NAMED = 10  # failed runs named one by one in the notes; the rest are counted
