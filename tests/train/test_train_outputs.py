@@ -3,6 +3,8 @@ trainer's files, gather's parquet and the report's tables all follow it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from train_testkit import read_json, read_metrics, smoke_tree
 
@@ -77,3 +79,12 @@ def test_a_metric_added_to_the_schema_reaches_summary_parquet_and_a_table(tmp_pa
     table = tables.comparison(load_sweep(tmp_path), ["data.name"], metric="loss_gap")
     (cell,) = [c for c in table.cells.values() if c.value is not None]
     assert cell.value == pytest.approx(expected) and cell.n == 1
+
+
+def test_every_schema_column_is_documented():
+    """The docs name every output column (the trainer's in docs/training.md, gather's in
+    docs/sweeps.md), so adding a Column without a word for users fails here."""
+    docs = Path(__file__).parents[2] / "docs"
+    text = (docs / "training.md").read_text() + (docs / "sweeps.md").read_text()
+    missing = [c.name for c in outputs.SCHEMA if f"`{c.name}`" not in text]
+    assert not missing, f"docs/training.md and docs/sweeps.md do not name {missing}"
