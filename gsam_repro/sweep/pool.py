@@ -74,7 +74,7 @@ def warm_up() -> None:
 
     import gsam_repro.data.loaders  # noqa: F401
     import gsam_repro.models.cifar  # noqa: F401 - the models, torch only
-    import gsam_repro.optim  # noqa: F401
+    import gsam_repro.optim.registry  # noqa: F401 - and through it every built-in optimizer
     import gsam_repro.train.loop  # noqa: F401
 
 
