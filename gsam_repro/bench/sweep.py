@@ -128,7 +128,7 @@ base:
   data: {name: synthetic, train_size: {train}, test_size: 256, image_size: 16, batch_size: 64}
   model: {name: small_cnn}
   optimizer: {lr: 0.05, momentum: 0.9}
-  schedule: {epochs: 1}
+  schedule: {epochs: 3}  # runs of about 5 s on 2 quiet CPU cores: the size the target is for
   train: {threads: 1}
 grid:
   optimizer:

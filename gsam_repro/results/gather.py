@@ -34,7 +34,7 @@ from gsam_repro.results.run_reader import YAML_LOADER, Unreadable, read_run
 from gsam_repro.results.schema import PROBE_DTYPE, history_columns
 from gsam_repro.results.schema import run_columns as summary_columns
 from gsam_repro.train import rundir
-from gsam_repro.train.config import PROBE_PREFIX, SECTIONS
+from gsam_repro.train.config import PROBE_PREFIX, SECTIONS, field_types
 
 RUNS_PARQUET = "runs.parquet"
 HISTORY_PARQUET = "history.parquet"
@@ -83,7 +83,7 @@ def config_columns() -> dict[str, str]:
     """Flattened config key -> pandas dtype, from the RunConfig dataclasses."""
     columns = {"seed": "Int64"}
     for section, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls)
+        hints = field_types(cls)
         for f in dataclasses.fields(cls):
             columns[f"{section}.{f.name}"] = _dtype(hints[f.name])
     return columns

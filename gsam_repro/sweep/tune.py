@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from gsam_repro.errors import ConfigError
-from gsam_repro.train.config import SECTIONS, TUNE_PHASES, closest, valid_keys
+from gsam_repro.train.config import SECTIONS, TUNE_PHASES, closest, field_types, valid_keys
 
 TUNE_KEYS = ("trials", "search", "seed", "metric", "final_seeds", "methods")
 SEARCHES = ("random", "grid")
@@ -205,7 +205,7 @@ def _typed_keys(kind: type) -> frozenset[str]:
     of values; dict: a mapping is their value, not a distribution)."""
     out = set()
     for section, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls)
+        hints = field_types(cls)
         for f in dataclasses.fields(cls):
             hint = hints[f.name]
             if hint is kind or kind in typing.get_args(hint):

@@ -1,3 +1,4 @@
+# size: sections, their checks and the run id in one place: a new key beside its id rule
 """The typed run config: what one training run is, validated before any work starts.
 
 A config is plain data with sections `data`, `model`, `optimizer`, `schedule`, `train`, `eval`,
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -317,6 +319,13 @@ def _check_finite(key: str, value: Any, err) -> None:
             _check_finite(f"{key}.{name}", item, err)
 
 
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """A config dataclass's field types, resolved once (its annotations are strings, and
+    resolving them costs more than checking a whole run config)."""
+    return typing.get_type_hints(cls)
+
+
 def section_from_dict(name: str, cls: type, values: Any, err, lines, source) -> Any:
     """Build one config section from a mapping, type-checking each key (used by sweep specs to
     check each written value once)."""
@@ -324,7 +333,7 @@ def section_from_dict(name: str, cls: type, values: Any, err, lines, source) -> 
         values = {}
     if not isinstance(values, dict):
         raise err(name, f"expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
