@@ -31,19 +31,20 @@ import tempfile
 import time
 from pathlib import Path
 
-# The base and the four optimizers both synthetic specs below share.
-FOUR_OPTIMIZERS = """
-base:
-  data: {name: synthetic, train_size: 256}
-  model: {name: small_cnn}
-  optimizer: {lr: 0.1, momentum: 0.9}
-grid:
+# The four optimizers every benchmark spec below compares, and the base two of them share.
+FOUR_OPTIMIZERS_GRID = """grid:
   optimizer:
     - {name: sgd}
     - {name: sam, rho: 0.05}
     - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
     - {name: weighted, rho: 0.05, lam: 0.1}
 """
+FOUR_OPTIMIZERS = """
+base:
+  data: {name: synthetic, train_size: 256}
+  model: {name: small_cnn}
+  optimizer: {lr: 0.1, momentum: 0.9}
+""" + FOUR_OPTIMIZERS_GRID
 
 EXPAND_SPEC = """
 name: bench-expand
@@ -130,13 +131,7 @@ base:
   optimizer: {lr: 0.05, momentum: 0.9}
   schedule: {epochs: 3}  # runs of about 5 s on 2 quiet CPU cores: the size the target is for
   train: {threads: 1}
-grid:
-  optimizer:
-    - {name: sgd}
-    - {name: sam, rho: 0.05}
-    - {name: gsam, rho_max: 0.05, rho_min: 0.01, alpha: 0.1}
-    - {name: weighted, rho: 0.05, lam: 0.1}
-seeds: {seeds}
+""" + FOUR_OPTIMIZERS_GRID + """seeds: {seeds}
 """
 
 
