@@ -16,7 +16,8 @@ $(BIN)/gsam-repro: pyproject.toml
 	$(BIN)/pip install --no-compile -q -e '.[suite,tensorboard,dev]' $(TORCH_PINS)
 	# Byte-compile once (about 30 s): where PYTHONDONTWRITEBYTECODE is set, every process would
 	# otherwise compile torch's Python sources again, about 3 s a process (each run, worker and
-	# test subprocess). A package's deliberately invalid test files fail to compile: harmless, so its exit status is ignored.
+	# test subprocess). Some packages ship deliberately invalid files, which fail to compile:
+	# harmless, so the step's exit status is ignored.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib gsam_repro > /dev/null 2>&1 || true
 	touch $@
 
