@@ -33,7 +33,8 @@ def test_a_sweep_runs_as_one_throttled_job_array_and_a_rerun_submits_nothing(tmp
           optimizer.lr: [0.1, 0.05, 0.02]
         """, executor=f"""
         slurm_array_parallelism: 1
-        slurm_setup: ["touch {out}/setup-ran-$SLURM_ARRAY_TASK_ID"]
+        slurm_setup: ["touch {out}/setup-ran-$SLURM_ARRAY_TASK_ID",
+                      "while [ ! -e {out}/go ]; do sleep 0.2; done"]
         """)
     assert cli("sweep", "run", spec, "--out", out, "--no-wait") == 0
     jobs = job_ids(out)
@@ -42,7 +43,8 @@ def test_a_sweep_runs_as_one_throttled_job_array_and_a_rerun_submits_nothing(tmp
     assert len(array_ids) == 1, f"one job array, got {jobs}"
     assert sorted(j.split("_")[1] for j in jobs.values()) == ["0", "1", "2"]
 
-    # Two CPUs are free, but the array may run one task at a time: while the first runs,
+    # Two CPUs are free, but the array may run one task at a time: while the first runs (held
+    # in its setup until the test lets it go, so the check does not race a short run),
     # `sweep status` shows it running and the others pending, as the queue does.
     seen = wait_until(lambda: (c := status_counts(spec, out, capsys)).get("running") and
                       c.get("pending") and c, 120, "one run running while two wait", [out])
@@ -51,6 +53,7 @@ def test_a_sweep_runs_as_one_throttled_job_array_and_a_rerun_submits_nothing(tmp
     assert sorted(s for s, _ in filter(None, queue.values())) == ["PENDING", "PENDING",
                                                                    "RUNNING"], queue
     assert {r for s, r in filter(None, queue.values()) if s == "PENDING"} == {"JobArrayTaskLimit"}
+    (out / "go").touch()
 
     # A waiting `sweep run` takes over the jobs already queued instead of submitting them again.
     assert cli("sweep", "run", spec, "--out", out) == 0
