@@ -36,7 +36,6 @@ from gsam_repro.sweep import pool, store
 from gsam_repro.sweep.executor import ExecutorSpec
 from gsam_repro.train import rundir
 from gsam_repro.train.config import RunConfig
-from gsam_repro.train.rundir import optimizer_file
 
 SLURM_ARRAY_MAX = 1000  # tasks per job array (SLURM's default MaxArraySize is 1001)
 POLL_S = {"local": 0.5, "debug": 0.0, "slurm": 30.0}
@@ -235,20 +234,16 @@ def run_tasks(
 
 
 def _set_aside_stale(tasks: list[Task], sweep_dir: Path) -> None:
-    """Runs finished with an optimizer file that has changed since (store.stale_reason) run
+    """Runs finished with an optimizer file that has changed since (rundir.stale_reason) run
     again from scratch: their old directories move to the sweep's stale/ folder first, so no
-    result is overwritten or lost. Refused, before anything moves, when the file is gone."""
+    result is overwritten or lost. (A file that is gone never gets here: planning the sweep
+    refuses it, before anything moves.)"""
     stale = []
     for task in tasks:
         state = store.finished_state(task.run_dir) if task.run_dir.is_dir() else None
         why = store.stale_reason(task.run_dir) if state and state.state != "failed" else None
         if why:
             stale.append((task, why))
-    gone = [why for task, why in stale
-            if not Path(optimizer_file(task.config.optimizer.name) or "").is_file()]
-    if gone:
-        raise UsageError(f"cannot rerun {len(gone)} stale run(s): {gone[0]}; restore the file "
-                         "(or remove those runs from the sweep)")
     for task, why in stale:
         moved = store.set_aside(sweep_dir, task.run_dir)
         print(f"{task.run_dir.name}: {why}: running it again; the old run is now in {moved}",
