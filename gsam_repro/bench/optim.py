@@ -7,7 +7,9 @@ the fastest repeats are reported beside them (other work on a shared machine onl
 - vector work: the optimizer's own arithmetic per million parameters. The closure copies stored
   gradients (no forward/backward), so vector work = step time - passes x closure time - the base
   SGD update. Also expressed in "passes": one read or write of every parameter, measured as a
-  third of an in-place add (the memory-traffic floor: a step needs about 15 for GSAM).
+  third of an in-place add. GSAM's step needs 11 in principle (8 reads, 3 writes), but 3 of its
+  reads are by reductions (||g||, <g, g_p>), which read memory more slowly than elementwise ops
+  on a CPU: `one_reduction_read` measures one such read (a global norm of the gradients).
 - whole step: one training step of a timm model on a fixed batch; ratios GSAM/SAM and SAM/SGD.
 - buffers: parameter-sized tensors the optimizer keeps beyond the base optimizer's, per parameter.
 - the official GSAM code's step (gsam_repro.bench.official_gsam), timed with the others for
@@ -173,6 +175,7 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
 
     from gsam_repro.bench.official_gsam import OfficialStyleGSAM
     from gsam_repro.optim import create_optimizer
+    from gsam_repro.optim.reductions import global_norm
 
     generator = torch.Generator().manual_seed(0)
     shapes = _parameter_shapes(settings["params_millions"])
@@ -213,8 +216,8 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
             elapsed = _timed(fn, device)
         return elapsed
 
-    samples: dict[str, list[float]] = {name: [] for name in (*names, "closure", "base",
-                                                              "one_pass")}
+    samples: dict[str, list[float]] = {
+        name: [] for name in (*names, "closure", "base", "one_pass", "one_reduction_read")}
     for repeat in range(settings["vector_repeats"] + 1):  # the first round is a warm-up
         round_times: dict[str, float] = {}
         # A closure call replaces every gradient (the old ones are freed), as a backward pass
@@ -224,6 +227,8 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
         # One pass = one read or write of every parameter; an in-place add makes three.
         round_times["one_pass"] = steady(
             lambda: torch._foreach_add_(scratch, stored, alpha=1e-9)) / 3
+        # A reduction reads every parameter once and writes nothing: the step's ||g||.
+        round_times["one_reduction_read"] = steady(lambda: global_norm(stored))
         for name in names:
             round_times[name] = steady(lambda name=name: step(name))
         if repeat:
@@ -242,6 +247,7 @@ def vector_work(settings: dict[str, Any], device) -> dict[str, Any]:
         "one_pass_ms_per_million": one_pass * per_million,
         "one_pass_gb_per_s": n_params * 4 / one_pass / 1e9,
         "one_pass_ms_per_million_minimum": minimums["one_pass"] * per_million,
+        "one_reduction_read_ms_per_million": medians["one_reduction_read"] * per_million,
         "optimizers": {},
     }
     for name in names:
@@ -370,7 +376,8 @@ def _print_report(result: dict[str, Any]) -> None:
     vector = result["vector_work"]
     print(f"vector work, {vector['params'] / 1e6:.1f} M parameters in {vector['tensors']} tensors "
           f"(one pass = {vector['one_pass_ms_per_million']:.3f} ms/M, "
-          f"{vector['one_pass_gb_per_s']:.0f} GB/s):")
+          f"{vector['one_pass_gb_per_s']:.0f} GB/s; one read by a reduction = "
+          f"{vector['one_reduction_read_ms_per_million']:.3f} ms/M):")
     print(f"  {'optimizer':13s} {'ms/M':>8s} {'passes':>8s} {'(fastest: ms/M':>15s} "
           f"{'passes)':>8s} {'extra buffers':>14s} {'base buffers':>13s}")
     for name, row in vector["optimizers"].items():

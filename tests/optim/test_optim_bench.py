@@ -31,6 +31,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path, keep_threads, capsys):
     assert buffers == {"sgd": 0.0, "sam": 1.0, "gsam": 1.0, "weighted": 1.0,  # g, nothing else
                        "official_gsam": 2.0}  # g and eps
     assert vector["gsam/official_gsam"] > 0
+    assert vector["one_reduction_read_ms_per_million"] > 0
     assert all(row["base_buffers_per_param"] == 1.0 for row in vector["optimizers"].values())
 
     whole = result["whole_step"]
